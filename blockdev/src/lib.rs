@@ -1,0 +1,220 @@
+//! The one interface every sanshim block layer speaks.
+//!
+//! ```text
+//!  nbd server ──► BlockDevice (dyn) ──► mpath::Multipath ──► initiator::ScsiDisk (per path)
+//!                                   └─► MemDisk (tests), FaultDisk<D> (fault injection)
+//! ```
+//!
+//! # Contract of [`BlockDevice`]
+//! - Units are logical blocks of [`Geometry::block_size`] bytes; `lba` is the first block, buffer
+//!   lengths are whole multiples of the block size. A request that is not a whole number of
+//!   blocks fails with [`ErrorKind::InvalidRequest`]; one that reaches past
+//!   [`Geometry::blocks`] fails with [`ErrorKind::OutOfRange`]. Neither touches the medium.
+//! - Every method may be called concurrently from many tasks; implementations order nothing
+//!   between concurrent requests (as SCSI SIMPLE tasks), except that [`BlockDevice::flush`]
+//!   covers every write that completed before it was called.
+//! - A write with `fua` completes only once its data is on stable storage.
+//! - No method panics on any argument; failures are returned as [`BlockError`].
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+use async_trait::async_trait;
+
+/// Shape and capabilities of a block device, fixed while it is open.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Geometry {
+    /// Logical block size in bytes (a power of two, at least 512).
+    pub block_size: u32,
+    /// Number of logical blocks.
+    pub blocks: u64,
+    /// The device refuses writes (write-protected LUN or a read-only export).
+    pub read_only: bool,
+    /// [`BlockDevice::flush`] does something (a volatile write cache may exist).
+    pub can_flush: bool,
+    /// Writes with `fua` are honoured rather than turned into write + flush.
+    pub can_fua: bool,
+    /// [`BlockDevice::discard`] may free blocks (SCSI UNMAP / thin provisioning).
+    pub can_discard: bool,
+    /// [`BlockDevice::write_zeroes`] is done by the device (e.g. WRITE SAME) rather than by
+    /// writing zero buffers.
+    pub can_write_zeroes: bool,
+    /// Limits the device advertises (SCSI Block Limits VPD page).
+    pub limits: Limits,
+}
+
+impl Geometry {
+    /// Size of the device in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.blocks.saturating_mul(u64::from(self.block_size))
+    }
+
+    /// Checks that `len` bytes at `lba` is a whole number of blocks inside the device, and
+    /// returns the number of blocks.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidRequest`] for a partial block, [`ErrorKind::OutOfRange`] past the end.
+    pub fn check_range(&self, lba: u64, len: u64) -> Result<u64, BlockError> {
+        let bs = u64::from(self.block_size);
+        if bs == 0 || len % bs != 0 {
+            return Err(BlockError::new(
+                ErrorKind::InvalidRequest,
+                "length is not whole blocks",
+            ));
+        }
+        self.check_blocks(lba, len / bs)?;
+        Ok(len / bs)
+    }
+
+    /// Checks that `count` blocks at `lba` lie inside the device.
+    ///
+    /// # Errors
+    /// [`ErrorKind::OutOfRange`] when the range reaches past the last block or overflows.
+    pub fn check_blocks(&self, lba: u64, count: u64) -> Result<(), BlockError> {
+        match lba.checked_add(count) {
+            Some(end) if end <= self.blocks => Ok(()),
+            _ => Err(BlockError::new(
+                ErrorKind::OutOfRange,
+                "range past the end of the device",
+            )),
+        }
+    }
+}
+
+/// Transfer limits of a device, in blocks; `None` means no limit was stated.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct Limits {
+    /// Largest single transfer (SCSI MAXIMUM TRANSFER LENGTH).
+    pub max_transfer_blocks: Option<u32>,
+    /// Preferred multiple for transfer sizes (SCSI OPTIMAL TRANSFER LENGTH GRANULARITY); 0 or 1
+    /// when nothing is preferred.
+    pub optimal_granularity_blocks: u32,
+    /// Largest single discard (SCSI MAXIMUM UNMAP LBA COUNT).
+    pub max_discard_blocks: Option<u32>,
+    /// Largest single write-zeroes (SCSI MAXIMUM WRITE SAME LENGTH).
+    pub max_write_zeroes_blocks: Option<u64>,
+}
+
+/// A block device: geometry, read, write (with FUA), flush, discard, write-zeroes and probe.
+///
+/// See the crate documentation for the contract every implementation keeps.
+#[async_trait]
+pub trait BlockDevice: Send + Sync {
+    /// Shape and capabilities of the device.
+    fn geometry(&self) -> &Geometry;
+
+    /// Reads `buf.len()` bytes starting at block `lba` into `buf`.
+    ///
+    /// # Errors
+    /// Any [`BlockError`]; on error the contents of `buf` are unspecified.
+    async fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError>;
+
+    /// Writes `buf` starting at block `lba`; with `fua` the data is durable on return.
+    ///
+    /// # Errors
+    /// Any [`BlockError`]; [`ErrorKind::ReadOnly`] on a read-only device.
+    async fn write(&self, lba: u64, buf: &[u8], fua: bool) -> Result<(), BlockError>;
+
+    /// Makes every write completed before this call durable.
+    ///
+    /// # Errors
+    /// Any [`BlockError`].
+    async fn flush(&self) -> Result<(), BlockError>;
+
+    /// Tells the device that `blocks` blocks at `lba` are no longer needed; their contents
+    /// become unspecified.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] when [`Geometry::can_discard`] is false.
+    async fn discard(&self, lba: u64, blocks: u64) -> Result<(), BlockError>;
+
+    /// Sets `blocks` blocks at `lba` to zero; with `unmap` the device may deallocate them as
+    /// long as they then read back as zeroes.
+    ///
+    /// # Errors
+    /// Any [`BlockError`].
+    async fn write_zeroes(&self, lba: u64, blocks: u64, unmap: bool) -> Result<(), BlockError>;
+
+    /// Checks that the device (or path) answers, without touching data (SCSI TEST UNIT READY).
+    ///
+    /// # Errors
+    /// A [`BlockError`] when the device does not answer or is not ready.
+    async fn probe(&self) -> Result<(), BlockError>;
+}
+
+/// What went wrong, in the terms a caller (NBD errno, multipath failover) needs.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The medium could not be read or written (SCSI MEDIUM ERROR).
+    Medium,
+    /// The target or device failed in a way another path will not fix (HARDWARE ERROR,
+    /// unexpected check condition).
+    TargetFailure,
+    /// The path to the device failed (connection lost, timeout, transport error); another
+    /// path may succeed.
+    PathFailure,
+    /// The request reaches past the end of the device.
+    OutOfRange,
+    /// The request is malformed (not whole blocks, buffer size mismatch).
+    InvalidRequest,
+    /// The device is read-only (write-protected LUN or read-only export).
+    ReadOnly,
+    /// The device does not support this operation.
+    Unsupported,
+    /// The device is out of space (thin provisioning exhausted).
+    NoSpace,
+}
+
+impl ErrorKind {
+    /// The errno an NBD server answers with for this kind (NBD proto.md "Error values").
+    pub fn errno(self) -> i32 {
+        match self {
+            ErrorKind::Medium | ErrorKind::TargetFailure | ErrorKind::PathFailure => 5, // EIO
+            ErrorKind::OutOfRange | ErrorKind::InvalidRequest => 22,                    // EINVAL
+            ErrorKind::ReadOnly => 1,                                                   // EPERM
+            ErrorKind::Unsupported => 95, // EOPNOTSUPP
+            ErrorKind::NoSpace => 28,     // ENOSPC
+        }
+    }
+}
+
+/// A failed block operation: its kind and a static description of what failed.
+///
+/// `Copy` and allocation-free, since it travels on the hot path.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct BlockError {
+    kind: ErrorKind,
+    context: &'static str,
+}
+
+impl BlockError {
+    /// A new error of `kind`, with `context` saying what failed.
+    pub const fn new(kind: ErrorKind, context: &'static str) -> Self {
+        BlockError { kind, context }
+    }
+
+    /// The kind of failure.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// What failed, in words.
+    pub fn context(&self) -> &'static str {
+        self.context
+    }
+
+    /// Whether the failure belongs to the path rather than the device, so that multipath
+    /// should retry the request on another path.
+    pub fn is_path_failure(&self) -> bool {
+        self.kind == ErrorKind::PathFailure
+    }
+}
+
+impl fmt::Display for BlockError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}: {}", self.kind, self.context)
+    }
+}
+
+impl std::error::Error for BlockError {}

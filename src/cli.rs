@@ -1,0 +1,102 @@
+//! Global options, logging set-up and the command enum (shared/DESIGN.md "Command line
+//! contract").
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tracing_subscriber::EnvFilter;
+
+/// Userspace iSCSI initiator and iBFT boot shim: one SAN LUN, every path, one NBD device.
+#[derive(Debug, Parser)]
+#[command(name = "sanshim", version, about)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Args, Debug)]
+pub struct Global {
+    /// Our iSCSI name (default: InitiatorName= from /etc/iscsi/initiatorname.iscsi, else
+    /// iqn.2026-11.local:<hostname>); always lower-cased.
+    #[arg(long, global = true, value_name = "IQN")]
+    pub initiator_name: Option<String>,
+    /// CHAP name; the secret comes from $SANSHIM_CHAP_SECRET or --chap-secret-file.
+    #[arg(long, global = true, value_name = "USER")]
+    pub chap_user: Option<String>,
+    /// File holding the CHAP secret (first line).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub chap_secret_file: Option<PathBuf>,
+    /// Name the target must prove (mutual CHAP); the secret comes from $SANSHIM_MUTUAL_SECRET
+    /// or --mutual-secret-file.
+    #[arg(long, global = true, value_name = "USER")]
+    pub mutual_user: Option<String>,
+    /// File holding the mutual CHAP secret (first line).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub mutual_secret_file: Option<PathBuf>,
+    /// Header digest to negotiate.
+    #[arg(long, global = true, value_enum, default_value_t = DigestChoice::PreferCrc32c)]
+    pub header_digest: DigestChoice,
+    /// Data digest to negotiate.
+    #[arg(long, global = true, value_enum, default_value_t = DigestChoice::PreferCrc32c)]
+    pub data_digest: DigestChoice,
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More logging (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less logging (errors only).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+/// A digest choice for `--header-digest` / `--data-digest`.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, ValueEnum)]
+pub enum DigestChoice {
+    /// Require CRC32C.
+    Crc32c,
+    /// Offer no digest.
+    None,
+    /// Offer "CRC32C,None".
+    PreferCrc32c,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+/// Sends logs to stderr at the level `-v`/`-q` ask for; `RUST_LOG` overrides.
+pub fn init_logging(global: &Global) {
+    let level = if global.quiet {
+        "error"
+    } else {
+        match global.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match global.log_format {
+        LogFormat::Text => builder.with_target(false).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

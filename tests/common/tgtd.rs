@@ -1,0 +1,288 @@
+//! An isolated tgtd (Linux SCSI target framework daemon) per test.
+//!
+//! Each instance has its own control port (`tgtd -C N`, an abstract unix socket), its own
+//! portal on loopback and its backing files in a temporary directory. tgtd ignores SIGTERM, so
+//! it is stopped with SIGKILL by the pid we started; the backing files keep what was written,
+//! which [`Tgtd::restart`] relies on.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT_CONTROL: AtomicU32 = AtomicU32::new(0);
+
+/// A running tgtd and the configuration applied to it (replayed on restart).
+pub struct Tgtd {
+    control: u32,
+    port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    extra_portals: Vec<String>,
+    /// Every successful tgtadm configuration call, replayed by `restart`.
+    config: Vec<Vec<String>>,
+}
+
+impl Tgtd {
+    /// Starts tgtd on a free loopback port, or returns why it cannot (outside CI only; under
+    /// CI=true a missing tgtd panics).
+    pub fn try_start() -> Result<Tgtd, String> {
+        super::require_tool("tgtd")?;
+        super::require_tool("tgtadm")?;
+        let seq = NEXT_CONTROL.fetch_add(1, Ordering::Relaxed);
+        let control = 1000 + (std::process::id() % 500) * 100 + seq % 100;
+        let mut t = Tgtd {
+            control,
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().map_err(|e| e.to_string())?,
+            extra_portals: Vec::new(),
+            config: Vec::new(),
+        };
+        t.spawn();
+        Ok(t)
+    }
+
+    /// Starts tgtd; panics if it cannot.
+    pub fn start() -> Tgtd {
+        Tgtd::try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The portal address, `127.0.0.1:PORT`.
+    pub fn portal(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The portal port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The directory holding backing files.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `tgtadm -C N --lld iscsi ARGS`, panicking with its output when it fails, and
+    /// records the call for [`Tgtd::restart`].
+    pub fn tgtadm(&mut self, args: &[&str]) -> String {
+        let out = self.tgtadm_once(args);
+        self.config
+            .push(args.iter().map(|s| s.to_string()).collect());
+        out
+    }
+
+    /// Runs a tgtadm query without recording it.
+    pub fn query(&self, args: &[&str]) -> String {
+        self.tgtadm_once(args)
+    }
+
+    /// Creates target `tid` named `iqn`, bound to every initiator address.
+    pub fn add_target(&mut self, tid: u32, iqn: &str) -> &mut Self {
+        let tid = tid.to_string();
+        self.tgtadm(&["--op", "new", "--mode", "target", "--tid", &tid, "-T", iqn]);
+        self.tgtadm(&[
+            "--op", "bind", "--mode", "target", "--tid", &tid, "-I", "ALL",
+        ]);
+        self
+    }
+
+    /// Adds LUN `lun` to target `tid`, backed by a new sparse file of `size` bytes in the
+    /// temp directory; returns the file's path.
+    pub fn add_file_lun(&mut self, tid: u32, lun: u32, size: u64) -> PathBuf {
+        let path = self.dir().join(format!("t{tid}-lun{lun}.img"));
+        let file = std::fs::File::create(&path).expect("create backing file");
+        file.set_len(size).expect("size backing file");
+        let (tid, lun) = (tid.to_string(), lun.to_string());
+        let p = path.to_string_lossy().into_owned();
+        self.tgtadm(&[
+            "--op",
+            "new",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            &tid,
+            "--lun",
+            &lun,
+            "-b",
+            &p,
+        ]);
+        path
+    }
+
+    /// Adds a `--bstype null` LUN (reports 1 TB, discards writes).
+    pub fn add_null_lun(&mut self, tid: u32, lun: u32) -> &mut Self {
+        let (tid, lun) = (tid.to_string(), lun.to_string());
+        self.tgtadm(&[
+            "--op",
+            "new",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            &tid,
+            "--lun",
+            &lun,
+            "--bstype",
+            "null",
+            "-b",
+            "/dev/null",
+        ]);
+        self
+    }
+
+    /// Sets a logical-unit parameter (e.g. `readonly=1`, `vendor_id=...`).
+    pub fn set_lun_params(&mut self, tid: u32, lun: u32, params: &str) -> &mut Self {
+        let (tid, lun) = (tid.to_string(), lun.to_string());
+        self.tgtadm(&[
+            "--op",
+            "update",
+            "--mode",
+            "logicalunit",
+            "--tid",
+            &tid,
+            "--lun",
+            &lun,
+            "--params",
+            params,
+        ]);
+        self
+    }
+
+    /// Sets an iSCSI target parameter such as HeaderDigest, MaxRecvDataSegmentLength.
+    pub fn set_param(&mut self, tid: u32, name: &str, value: &str) -> &mut Self {
+        let tid = tid.to_string();
+        self.tgtadm(&[
+            "--op", "update", "--mode", "target", "--tid", &tid, "-n", name, "-v", value,
+        ]);
+        self
+    }
+
+    /// Creates a CHAP account and binds it to `tid`; `outgoing` makes it the account the
+    /// target proves itself with (mutual CHAP).
+    pub fn add_chap(&mut self, tid: u32, user: &str, secret: &str, outgoing: bool) -> &mut Self {
+        let tid = tid.to_string();
+        self.tgtadm(&[
+            "--op",
+            "new",
+            "--mode",
+            "account",
+            "--user",
+            user,
+            "--password",
+            secret,
+        ]);
+        let mut args = vec![
+            "--op", "bind", "--mode", "account", "--tid", &tid, "--user", user,
+        ];
+        if outgoing {
+            args.push("--outgoing");
+        }
+        self.tgtadm(&args);
+        self
+    }
+
+    /// Adds a further portal (tgtd honours only the last `--iscsi portal=` option).
+    pub fn add_portal(&mut self, addr: &str) -> &mut Self {
+        let param = format!("portal={addr}");
+        self.tgtadm_once(&["--op", "new", "--mode", "portal", "--param", &param]);
+        self.extra_portals.push(addr.to_string());
+        self
+    }
+
+    /// Kills tgtd with SIGKILL (the way a crashed target disappears).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills tgtd and starts it again on the same port with the same configuration and
+    /// backing files.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+        for args in self.config.clone() {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            self.tgtadm_once(&args);
+        }
+        for addr in self.extra_portals.clone() {
+            let param = format!("portal={addr}");
+            self.tgtadm_once(&["--op", "new", "--mode", "portal", "--param", &param]);
+        }
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::File::create(self.dir().join("tgtd.log")).expect("tgtd log file");
+        let child = Command::new("tgtd")
+            .args(["-f", "-C", &self.control.to_string(), "--iscsi"])
+            .arg(format!("portal=127.0.0.1:{}", self.port))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn tgtd");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr: SocketAddr = self.portal().parse().expect("portal address");
+        loop {
+            let control_ok = self.try_tgtadm(&["--op", "show", "--mode", "sys"]).is_ok();
+            if control_ok && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("tgtd exited early ({status}); log: {}", self.log());
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "tgtd did not come up on {}; log: {}",
+                    self.portal(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn tgtadm_once(&self, args: &[&str]) -> String {
+        self.try_tgtadm(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_tgtadm(&self, args: &[&str]) -> Result<String, String> {
+        let out = Command::new("tgtadm")
+            .args(["-C", &self.control.to_string(), "--lld", "iscsi"])
+            .args(args)
+            .output()
+            .map_err(|e| format!("tgtadm: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(format!(
+                "tgtadm {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("tgtd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Tgtd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A loopback TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
