@@ -77,7 +77,14 @@ pub enum LogFormat {
 
 /// The commands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Ask portals which targets they offer (SendTargets), optionally with their LUNs.
+    Discover(crate::cmd::discover::DiscoverArgs),
+    /// Describe the LUNs that iscsi:// URLs name.
+    Ls(crate::cmd::ls::LsArgs),
+    /// Read and check the firmware's iSCSI Boot Firmware Table.
+    Ibft(crate::cmd::ibft::IbftArgs),
+}
 
 /// Sends logs to stderr at the level `-v`/`-q` ask for; `RUST_LOG` overrides.
 pub fn init_logging(global: &Global) {

@@ -37,14 +37,29 @@ impl Failure {
 
     /// Prints the error chain to stderr and turns the failure into the process exit code.
     pub fn report(self) -> ExitCode {
-        eprintln!("sanshim: error: {:#}", self.error);
+        eprintln!("sanshim: error: {}", self.message());
         ExitCode::from(self.code)
+    }
+
+    /// The error chain on one line; a cause its outer error already quotes is not repeated.
+    pub fn message(&self) -> String {
+        let mut message = String::new();
+        for cause in self.error.chain() {
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                if !message.is_empty() {
+                    message.push_str(": ");
+                }
+                message.push_str(&text);
+            }
+        }
+        message
     }
 }
 
 impl fmt::Debug for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "exit {}: {:#}", self.code, self.error)
+        write!(f, "exit {}: {}", self.code, self.message())
     }
 }
 

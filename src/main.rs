@@ -7,6 +7,7 @@
 
 mod cli;
 mod cmd;
+mod creds;
 mod exit;
 
 use std::process::ExitCode;

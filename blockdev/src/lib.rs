@@ -14,12 +14,26 @@
 //!   between concurrent requests (as SCSI SIMPLE tasks), except that [`BlockDevice::flush`]
 //!   covers every write that completed before it was called.
 //! - A write with `fua` completes only once its data is on stable storage.
+//! - A request longer than a limit the device states in [`Limits`] may fail with
+//!   [`ErrorKind::InvalidRequest`]; callers split large requests.
 //! - No method panics on any argument; failures are returned as [`BlockError`].
+//!
+//! Besides the trait this crate holds the test tools every layer shares: [`MemDisk`] (an
+//! in-memory disk), [`FaultDisk`] (a decorator that injects failures, delays and dead paths) and
+//! [`conformance`], the suite of contract checks every implementation runs.
 #![forbid(unsafe_code)]
 
+pub mod conformance;
+mod fault;
+mod mem;
+
 use std::fmt;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+
+pub use crate::fault::{Fault, FaultAction, FaultDisk, FaultId, Op, OpSet, PathState, Trigger};
+pub use crate::mem::{MemDisk, MemDiskBuilder, MemDiskError, MemDiskStats};
 
 /// Shape and capabilities of a block device, fixed while it is open.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -141,6 +155,43 @@ pub trait BlockDevice: Send + Sync {
     /// A [`BlockError`] when the device does not answer or is not ready.
     async fn probe(&self) -> Result<(), BlockError>;
 }
+
+macro_rules! forward_block_device {
+    ($($ptr:ident),*) => {$(
+        #[async_trait]
+        impl<T: BlockDevice + ?Sized> BlockDevice for $ptr<T> {
+            fn geometry(&self) -> &Geometry {
+                (**self).geometry()
+            }
+            async fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+                (**self).read(lba, buf).await
+            }
+            async fn write(&self, lba: u64, buf: &[u8], fua: bool) -> Result<(), BlockError> {
+                (**self).write(lba, buf, fua).await
+            }
+            async fn flush(&self) -> Result<(), BlockError> {
+                (**self).flush().await
+            }
+            async fn discard(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+                (**self).discard(lba, blocks).await
+            }
+            async fn write_zeroes(
+                &self,
+                lba: u64,
+                blocks: u64,
+                unmap: bool,
+            ) -> Result<(), BlockError> {
+                (**self).write_zeroes(lba, blocks, unmap).await
+            }
+            async fn probe(&self) -> Result<(), BlockError> {
+                (**self).probe().await
+            }
+        }
+    )*};
+}
+
+// Decorators (`FaultDisk<Arc<dyn BlockDevice>>`) and composites hold devices behind pointers.
+forward_block_device!(Arc, Box);
 
 /// What went wrong, in the terms a caller (NBD errno, multipath failover) needs.
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]

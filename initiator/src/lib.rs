@@ -9,3 +9,15 @@
 //! The protocol core — PDU codec, text keys, login and CHAP, session sequencing — is sans-IO;
 //! the tokio transport in `transport` owns sockets and timers and makes no protocol decisions.
 #![forbid(unsafe_code)]
+
+pub mod discovery;
+#[cfg(fuzzing)]
+pub mod fuzzing;
+pub mod inspect;
+pub mod login;
+pub mod name;
+pub mod scsi;
+pub mod single;
+pub mod transport;
+pub mod url;
+pub mod wire;

@@ -1,3 +1,95 @@
 //! NBD server serving any [`sanshim_blockdev::BlockDevice`] (NBD protocol, doc/proto.md of the
 //! NetworkBlockDevice project), and attachment of the kernel's `/dev/nbdX` to it.
+//!
+//! ```text
+//!  client ──► Listener (unix:/tcp:) ──► conn: handshake driver ──► negotiate::Negotiation
+//!                                        │ (timeout, option bytes)     (pure: options → replies)
+//!                                        ▼
+//!                              conn: transmission driver ──► request::check (pure: header →
+//!                                │ reader ─ payload ─► task per request ──► BlockDevice
+//!                                └ writer ◄─ replies ◄──────┘  (out of order, bounded memory)
+//!  kernel::attach ── socketpair ──┘ (skips the handshake; netlink or ioctl hands the kernel
+//!                                    the other end)
+//! ```
+//!
+//! Protocol decisions (which option gets which reply, which request gets which errno) live in
+//! the pure modules [`wire`], [`negotiate`] and [`request`]; `conn` only moves bytes, keeps
+//! time and bounds memory. [`Server`] owns the exports, the connection limit and the shutdown
+//! signal; [`Server::serve`] runs one [`Listener`] until [`Server::shutdown`], then drains.
 #![deny(unsafe_code)]
+
+mod conn;
+mod execute;
+#[cfg(any(fuzzing, test))]
+pub mod fuzzing;
+pub mod kernel;
+mod listen;
+pub mod negotiate;
+pub mod request;
+mod server;
+pub mod wire;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sanshim_blockdev::BlockDevice;
+
+pub use crate::conn::ConnectionError;
+pub use crate::listen::{BindError, ListenAddr, ListenAddrError, Listener};
+pub use crate::server::{ConfigError, Server, Shutdown};
+
+/// One export: a device under a name.
+#[derive(Clone)]
+pub struct Export {
+    /// The name clients ask for (`NBD_OPT_GO`, `NBD_OPT_EXPORT_NAME`); the first export is
+    /// also the default one, chosen by an empty name.
+    pub name: String,
+    /// A description shown by `NBD_OPT_LIST` and `NBD_INFO_DESCRIPTION`.
+    pub description: String,
+    /// The device served.
+    pub device: Arc<dyn BlockDevice>,
+    /// Refuse writes even if the device accepts them (`--read-only`).
+    pub read_only: bool,
+}
+
+impl std::fmt::Debug for Export {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Export")
+            .field("name", &self.name)
+            .field("description", &self.description)
+            .field("geometry", self.device.geometry())
+            .field("read_only", &self.read_only)
+            .finish()
+    }
+}
+
+/// Server limits. Memory held for request data is bounded by
+/// `max_connections × connection_buffer_bytes`.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Config {
+    /// Time a client has to finish the handshake before it is dropped.
+    pub handshake_timeout: Duration,
+    /// Connections served at once; further ones are closed on accept.
+    pub max_connections: usize,
+    /// Largest read or write payload (the advertised maximum block size); at most 32 MiB.
+    pub max_request_bytes: u32,
+    /// Request and reply data one connection may hold at once (at least `max_request_bytes`).
+    pub connection_buffer_bytes: u32,
+    /// Requests one connection may have in flight at once.
+    pub max_inflight_requests: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            handshake_timeout: Duration::from_secs(10),
+            max_connections: 64,
+            max_request_bytes: MAX_REQUEST_BYTES,
+            connection_buffer_bytes: 2 * MAX_REQUEST_BYTES,
+            max_inflight_requests: 128,
+        }
+    }
+}
+
+/// The largest payload this server ever accepts (32 MiB, the size every NBD client handles).
+pub const MAX_REQUEST_BYTES: u32 = 32 << 20;

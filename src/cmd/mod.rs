@@ -1,6 +1,13 @@
 //! One module per command; [`run`] dispatches.
 
+pub mod discover;
+pub mod ibft;
+pub mod ls;
+pub mod session;
+
 use std::process::ExitCode;
+
+use anyhow::anyhow;
 
 use crate::cli::{Cli, Command};
 use crate::exit::Failure;
@@ -8,6 +15,17 @@ use crate::exit::Failure;
 /// Runs the command the user chose.
 pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let Cli { global, command } = cli;
-    let _ = &global;
-    match command {}
+    match command {
+        Command::Discover(args) => discover::run(&global, args),
+        Command::Ibft(args) => ibft::run(&global, args),
+        Command::Ls(args) => ls::run(&global, args),
+    }
+}
+
+/// The tokio runtime commands drive sessions on.
+pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::from(anyhow!("cannot start the async runtime: {e}")))
 }

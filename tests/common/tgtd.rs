@@ -31,7 +31,8 @@ impl Tgtd {
         super::require_tool("tgtd")?;
         super::require_tool("tgtadm")?;
         let seq = NEXT_CONTROL.fetch_add(1, Ordering::Relaxed);
-        let control = 1000 + (std::process::id() % 500) * 100 + seq % 100;
+        // tgtd takes control ports up to 32767.
+        let control = 1000 + (std::process::id() % 300) * 100 + seq % 100;
         let mut t = Tgtd {
             control,
             port: free_port(),

@@ -1,0 +1,5 @@
+//! Declares `cfg(fuzzing)`, which cargo-fuzz sets, so the compiler knows it.
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(fuzzing)");
+}

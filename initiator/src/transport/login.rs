@@ -1,0 +1,238 @@
+//! Logging in over TCP: connect, run [`Login`], follow redirections (bounded hops), retry a
+//! busy target with backoff (bounded, like open-iscsi's `node.session.initial_logon_retry_max`)
+//! and retry CHAP with MD5 alone for targets that reject an algorithm list.
+
+use std::fmt;
+use std::time::Duration;
+
+use tracing::{debug, info, warn};
+
+use super::connection::{ConnectError, Connection, RecvError};
+use crate::login::{Established, Login, LoginConfig, LoginError};
+
+/// Where to connect: a host (IP address or name) and a TCP port.
+#[derive(Clone, Debug, Eq, Hash, PartialEq)]
+pub struct Portal {
+    /// IP address (IPv6 without brackets) or host name.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+}
+
+impl fmt::Display for Portal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// How patient a login is.
+#[derive(Clone, Debug)]
+pub struct LoginPolicy {
+    /// Bound on each TCP connect.
+    pub connect_timeout: Duration,
+    /// Bound on each PDU exchange during login.
+    pub response_timeout: Duration,
+    /// Redirections followed before giving up.
+    pub max_redirects: u32,
+    /// Retries of a target that says it is busy or out of resources.
+    pub busy_retries: u32,
+    /// First delay between busy retries; doubled each time up to `max_backoff`.
+    pub initial_backoff: Duration,
+    /// Longest delay between busy retries.
+    pub max_backoff: Duration,
+}
+
+impl Default for LoginPolicy {
+    fn default() -> Self {
+        LoginPolicy {
+            connect_timeout: Duration::from_secs(5),
+            response_timeout: Duration::from_secs(15),
+            max_redirects: 4,
+            busy_retries: 8,
+            initial_backoff: Duration::from_secs(1),
+            max_backoff: Duration::from_secs(8),
+        }
+    }
+}
+
+/// A connection in the full feature phase.
+#[derive(Debug)]
+pub struct LoggedIn {
+    /// The connection, its codec switched to the negotiated digests and limits.
+    pub connection: Connection,
+    /// What the login established.
+    pub established: Established,
+    /// The portal we ended up on (after redirections).
+    pub portal: Portal,
+}
+
+/// Why a session could not be established or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// No TCP connection to the portal.
+    #[error("portal {portal} unreachable: {source}")]
+    Unreachable {
+        /// The portal tried.
+        portal: Portal,
+        /// Why.
+        source: ConnectError,
+    },
+    /// The login failed.
+    #[error("login to {target} at {portal} failed: {source}")]
+    Login {
+        /// The portal.
+        portal: Portal,
+        /// The target name (or "discovery").
+        target: String,
+        /// Why.
+        source: LoginError,
+    },
+    /// The connection broke or the target sent garbage.
+    #[error("connection to {portal} failed: {source}")]
+    Connection {
+        /// The portal.
+        portal: Portal,
+        /// Why.
+        source: RecvError,
+    },
+    /// Redirected too many times.
+    #[error("login redirected more than {0} times; giving up")]
+    TooManyRedirects(u32),
+    /// A redirection named an address we cannot parse.
+    #[error("target redirected us to an unusable address {0:?}")]
+    BadRedirect(String),
+}
+
+impl SessionError {
+    /// Whether the target refused us (credentials, access, unknown target): exit code 4.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, SessionError::Login { source, .. } if source.is_refusal())
+    }
+
+    /// Whether no portal answered at all: exit code 3.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, SessionError::Unreachable { .. })
+    }
+}
+
+/// Logs in at `portal` with `config`, applying `policy`.
+///
+/// # Errors
+/// [`SessionError`] saying whether the portal was unreachable, the target refused, or the
+/// protocol failed.
+pub async fn login(
+    portal: &Portal,
+    mut config: LoginConfig,
+    policy: &LoginPolicy,
+) -> Result<LoggedIn, SessionError> {
+    let target = config
+        .target_name
+        .clone()
+        .unwrap_or_else(|| "discovery".to_string());
+    let mut portal = portal.clone();
+    let (mut redirects, mut retries) = (0, 0);
+    let mut backoff = policy.initial_backoff;
+    loop {
+        let mut connection = Connection::connect(&portal.host, portal.port, policy.connect_timeout)
+            .await
+            .map_err(|source| SessionError::Unreachable {
+                portal: portal.clone(),
+                source,
+            })?;
+        debug!(%portal, %target, "connected; logging in");
+        let error = match exchange(&mut connection, config.clone(), policy).await {
+            Ok(established) => {
+                apply_negotiated(&mut connection, &established);
+                info!(%portal, %target, tsih = established.tsih, "logged in");
+                return Ok(LoggedIn {
+                    connection,
+                    established,
+                    portal,
+                });
+            }
+            Err(Exchange::Recv(source)) => {
+                return Err(SessionError::Connection { portal, source });
+            }
+            Err(Exchange::Login(e)) => e,
+        };
+        connection.shutdown().await;
+        match &error {
+            LoginError::Redirect { address, permanent } => {
+                redirects += 1;
+                if redirects > policy.max_redirects {
+                    return Err(SessionError::TooManyRedirects(policy.max_redirects));
+                }
+                let next = crate::discovery::Portal::parse(address)
+                    .map_err(|_| SessionError::BadRedirect(address.clone()))?;
+                let next = Portal {
+                    host: next.host,
+                    port: next.port,
+                };
+                info!(from = %portal, to = %next, permanent, "target redirected the login");
+                portal = next;
+            }
+            e if e.retry_with_md5_only() && config.chap.as_ref().is_some_and(|c| !c.md5_only) => {
+                warn!(%portal, %target, "target refused the CHAP_A list; retrying with MD5 alone");
+                if let Some(chap) = config.chap.as_mut() {
+                    chap.md5_only = true;
+                }
+            }
+            e if e.is_retryable() && retries < policy.busy_retries => {
+                retries += 1;
+                warn!(%portal, %target, error = %e, retry = retries, delay = ?backoff,
+                    "login not possible now; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(policy.max_backoff);
+            }
+            _ => {
+                return Err(SessionError::Login {
+                    portal,
+                    target,
+                    source: error,
+                });
+            }
+        }
+    }
+}
+
+enum Exchange {
+    Login(LoginError),
+    Recv(RecvError),
+}
+
+/// Runs one login exchange over an open connection.
+async fn exchange(
+    connection: &mut Connection,
+    config: LoginConfig,
+    policy: &LoginPolicy,
+) -> Result<Established, Exchange> {
+    let mut login = Login::new(config);
+    loop {
+        while let Some(pdu) = login.poll_transmit() {
+            if connection.send(&pdu).await.is_err() {
+                login.handle_close();
+            }
+        }
+        if let Some(outcome) = login.poll_outcome() {
+            return outcome.map_err(Exchange::Login);
+        }
+        match connection.recv(policy.response_timeout).await {
+            // An error is kept as the login's outcome, taken at the top of the loop.
+            Ok(pdu) => drop(login.handle_pdu(pdu)),
+            Err(RecvError::Closed) => login.handle_close(),
+            Err(e) => return Err(Exchange::Recv(e)),
+        }
+    }
+}
+
+fn apply_negotiated(connection: &mut Connection, established: &Established) {
+    let codec = connection.codec_mut();
+    codec.header_digest = established.negotiated.header_digest;
+    codec.data_digest = established.negotiated.data_digest;
+    codec.max_recv_data_segment_length = established.negotiated.max_recv_data_segment_length;
+}

@@ -1,0 +1,174 @@
+//! `sanshim discover PORTAL... [--luns] [--json]`: SendTargets discovery (RFC 7143 §12.3) on
+//! each portal; with `--luns`, log in to every target found and list its LUNs.
+
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use clap::Args;
+use sanshim_initiator::discovery::DiscoveredTarget;
+use sanshim_initiator::inspect;
+use sanshim_initiator::transport::{self, Portal, SingleClient};
+use sanshim_initiator::url::IscsiUrl;
+use serde_json::{Value, json};
+
+use super::ls::{human, inspect_failure, lun_json};
+use super::session::{COMMAND_TIMEOUT, Context};
+use crate::cli::Global;
+use crate::creds::UrlCredentials;
+use crate::exit::{self, Failure};
+
+/// Arguments of `sanshim discover`.
+#[derive(Args, Debug)]
+pub struct DiscoverArgs {
+    /// Portals to ask: `HOST[:PORT]` (IPv6 in brackets), port 3260 by default.
+    #[arg(required = true, value_name = "PORTAL")]
+    pub portals: Vec<String>,
+    /// Also log in to each target and list its LUNs.
+    #[arg(long)]
+    pub luns: bool,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `sanshim discover`.
+pub fn run(global: &Global, args: DiscoverArgs) -> Result<ExitCode, Failure> {
+    let ctx = Context::new(global)?;
+    let rt = super::runtime()?;
+    let mut portals = Vec::new();
+    let mut path = 0u32;
+    for p in &args.portals {
+        let portal = parse_portal(p)?;
+        let logged = rt.block_on(ctx.login(&portal, None, no_creds(), path))?;
+        path += 1;
+        let targets = rt
+            .block_on(transport::send_targets(logged, COMMAND_TIMEOUT))
+            .map_err(|e| Failure::new(exit::OTHER, anyhow!("discovery at {portal}: {e}")))?;
+        let mut list = Vec::new();
+        for target in &targets {
+            let mut t = target_json(target);
+            if args.luns {
+                t["luns"] = Value::Array(rt.block_on(luns_of(&ctx, &portal, target, path))?);
+                path += 1;
+            }
+            list.push(t);
+        }
+        portals.push(json!({ "portal": portal.to_string(), "targets": list }));
+    }
+    if args.json {
+        println!("{}", json!({ "portals": portals }));
+    } else {
+        print!("{}", render(&portals));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn no_creds() -> UrlCredentials<'static> {
+    UrlCredentials {
+        user: None,
+        secret: None,
+    }
+}
+
+/// Parses `HOST[:PORT]` / `[V6]:PORT` into a portal.
+fn parse_portal(s: &str) -> Result<Portal, Failure> {
+    let usage = |why: &str| Failure::new(exit::USAGE, anyhow!("portal {s:?}: {why}"));
+    let (host, port) = match s.strip_prefix('[') {
+        Some(rest) => {
+            let (host, rest) = rest.split_once(']').ok_or_else(|| usage("missing ']'"))?;
+            (host, rest.strip_prefix(':'))
+        }
+        None => match s.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h, Some(p)),
+            Some(_) => return Err(usage("write IPv6 addresses in brackets: [ADDR]:PORT")),
+            None => (s, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(usage("no host"));
+    }
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| usage("bad port"))?,
+        None => IscsiUrl::DEFAULT_PORT,
+    };
+    Ok(Portal {
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn target_json(t: &DiscoveredTarget) -> Value {
+    let portals: Vec<Value> = t
+        .portals
+        .iter()
+        .map(|p| json!({ "host": p.host, "port": p.port, "tpgt": p.tpgt }))
+        .collect();
+    json!({ "name": t.name, "portals": portals })
+}
+
+/// Logs in to `target` through the portal we discovered it on and lists its LUNs.
+async fn luns_of(
+    ctx: &Context<'_>,
+    portal: &Portal,
+    target: &DiscoveredTarget,
+    path: u32,
+) -> Result<Vec<Value>, Failure> {
+    let logged = ctx
+        .login(portal, Some(&target.name), no_creds(), path)
+        .await?;
+    let established = logged.established.clone();
+    let mut client = SingleClient::new(logged, 0, COMMAND_TIMEOUT);
+    let luns = inspect::report_luns(&mut client)
+        .await
+        .map_err(inspect_failure)?;
+    let mut out = Vec::new();
+    for lun in luns {
+        let report = inspect::inspect(&mut client, lun)
+            .await
+            .map_err(inspect_failure)?;
+        let number = lun.number().unwrap_or(lun.raw());
+        let url = format!("iscsi://{portal}/{}/{number}", target.name);
+        out.push(lun_json(
+            &url,
+            &target.name,
+            &portal.to_string(),
+            &report,
+            &established,
+        ));
+    }
+    client.logout().await;
+    Ok(out)
+}
+
+fn render(portals: &[Value]) -> String {
+    let mut out = String::new();
+    for p in portals {
+        out.push_str(&format!("portal {}\n", p["portal"].as_str().unwrap_or("-")));
+        for t in p["targets"].as_array().into_iter().flatten() {
+            out.push_str(&format!("  {}\n", t["name"].as_str().unwrap_or("-")));
+            for a in t["portals"].as_array().into_iter().flatten() {
+                let host = a["host"].as_str().unwrap_or("-");
+                let host = if host.contains(':') {
+                    format!("[{host}]")
+                } else {
+                    host.to_string()
+                };
+                let tpgt = a["tpgt"]
+                    .as_u64()
+                    .map(|t| format!(",{t}"))
+                    .unwrap_or_default();
+                out.push_str(&format!("    {host}:{}{tpgt}\n", a["port"]));
+            }
+            if let Some(luns) = t["luns"].as_array() {
+                for line in human(luns).lines() {
+                    out.push_str(&format!("    {line}\n"));
+                }
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,209 @@
+//! `sanshim ls URL... [--json]`: what each LUN is — device type, vendor/product/revision,
+//! capacity, block size, identity (VPD 0x83), serial (VPD 0x80), write-protect, thin
+//! provisioning and Block Limits. A URL without `/LUN` lists every LUN of the target.
+
+use std::fmt::Write as _;
+use std::process::ExitCode;
+
+use anyhow::anyhow;
+use clap::Args;
+use sanshim_initiator::inspect::{self, InspectError, LunReport};
+use sanshim_initiator::login::Established;
+use sanshim_initiator::scsi::Designator;
+use sanshim_initiator::wire::Lun;
+use serde_json::{Value, json};
+
+use super::session::{Context, parse_url, portal_of, redact};
+use crate::cli::Global;
+use crate::exit::{self, Failure};
+
+/// Arguments of `sanshim ls`.
+#[derive(Args, Debug)]
+pub struct LsArgs {
+    /// `iscsi://[USER[%SECRET]@]HOST[:PORT]/TARGET-IQN[/LUN]`; without LUN, every LUN.
+    #[arg(required = true, value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Print one JSON document on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `sanshim ls`.
+pub fn run(global: &Global, args: LsArgs) -> Result<ExitCode, Failure> {
+    let ctx = Context::new(global)?;
+    let rt = super::runtime()?;
+    let mut luns = Vec::new();
+    for (path, s) in args.urls.iter().enumerate() {
+        let (url, wanted) = parse_url(s, true)?;
+        let (mut client, established) = rt.block_on(ctx.open(&url, path as u32))?;
+        let numbers: Vec<Lun> = match wanted {
+            Some(n) => vec![Lun::from_number(n)],
+            None => rt
+                .block_on(inspect::report_luns(&mut client))
+                .map_err(inspect_failure)?,
+        };
+        for lun in numbers {
+            let report = rt.block_on(inspect::inspect(&mut client, lun));
+            let report = report.map_err(inspect_failure)?;
+            let shown = match wanted {
+                Some(_) => redact(s),
+                None => format!("{}/{}", redact(s).trim_end_matches('/'), report.lun),
+            };
+            let portal = portal_of(&url).to_string();
+            luns.push(lun_json(
+                &shown,
+                url.target().as_str(),
+                &portal,
+                &report,
+                &established,
+            ));
+        }
+        rt.block_on(client.logout());
+    }
+    if args.json {
+        println!("{}", json!({ "luns": luns }));
+    } else {
+        print!("{}", human(&luns));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Maps an inspection failure to its exit code.
+pub fn inspect_failure(e: InspectError) -> Failure {
+    match e {
+        InspectError::Scsi { .. } => Failure::new(exit::SCSI, anyhow!(e)),
+        other => Failure::new(exit::OTHER, anyhow!(other)),
+    }
+}
+
+/// The JSON object of one LUN (the `ls --json` schema, also used by `discover --luns`).
+pub fn lun_json(
+    url: &str,
+    target: &str,
+    portal: &str,
+    r: &LunReport,
+    established: &Established,
+) -> Value {
+    let n = &established.negotiated;
+    let capacity = r.capacity;
+    let limits = r.block_limits.as_ref().map(|b| {
+        json!({
+            "max_transfer_blocks": b.max_transfer_length,
+            "optimal_granularity_blocks": b.optimal_transfer_granularity,
+            "optimal_transfer_blocks": b.optimal_transfer_length,
+            "max_unmap_blocks": b.max_unmap_lba_count,
+            "max_unmap_descriptors": b.max_unmap_descriptor_count,
+            "unmap_granularity_blocks": b.unmap_granularity,
+            "max_write_same_blocks": b.max_write_same_length,
+        })
+    });
+    let provisioning = r.provisioning.as_ref().map(|p| {
+        json!({ "lbpu": p.lbpu, "lbpws": p.lbpws, "lbpws10": p.lbpws10, "lbprz": p.lbprz,
+                "type": format!("{:?}", p.provisioning_type) })
+    });
+    let designators: Vec<Value> = r
+        .identification
+        .iter()
+        .flat_map(|id| id.designators.iter())
+        .map(designator_json)
+        .collect();
+    json!({
+        "url": url,
+        "target": target,
+        "portal": portal,
+        "lun": r.lun,
+        "device_type": r.inquiry.device_type.0,
+        "device_type_name": r.inquiry.device_type.name().unwrap_or("unknown"),
+        "vendor": r.inquiry.vendor,
+        "product": r.inquiry.product,
+        "revision": r.inquiry.revision,
+        "removable": r.inquiry.removable,
+        "capacity_bytes": capacity.map(|c| c.bytes()),
+        "blocks": capacity.map(|c| c.blocks),
+        "block_size": capacity.map(|c| c.block_size),
+        "physical_block_size": capacity.and_then(|c| c.physical_block_size),
+        "identity": r.identity().map(designator_json),
+        "designators": designators,
+        "serial": r.serial,
+        "write_protected": r.write_protected,
+        "thin_provisioning": capacity.and_then(|c| c.thin_provisioning),
+        "block_limits": limits,
+        "provisioning": provisioning,
+        "session": {
+            "header_digest": if n.header_digest { "CRC32C" } else { "None" },
+            "data_digest": if n.data_digest { "CRC32C" } else { "None" },
+            "max_recv_data_segment_length": n.max_recv_data_segment_length,
+            "max_xmit_data_segment_length": n.max_xmit_data_segment_length,
+            "max_burst_length": n.max_burst_length,
+            "first_burst_length": n.first_burst_length,
+            "immediate_data": n.immediate_data,
+            "initial_r2t": n.initial_r2t,
+            "tsih": established.tsih,
+            "chap": established.chap_algorithm.map(|a| format!("{a:?}")),
+            "mutual_chap": established.target_authenticated,
+        },
+    })
+}
+
+fn designator_json(d: &Designator) -> Value {
+    json!({
+        "type": format!("{:?}", d.designator_type),
+        "association": format!("{:?}", d.association),
+        "value": d.render(),
+    })
+}
+
+/// The human rendering of `ls` (and `discover --luns`) LUN objects.
+pub fn human(luns: &[Value]) -> String {
+    let mut out = String::new();
+    let s = |v: &Value| v.as_str().map(str::to_string).unwrap_or_else(|| "-".into());
+    for l in luns {
+        let _ = writeln!(out, "{}", s(&l["url"]));
+        let _ = writeln!(
+            out,
+            "  LUN {}: {} ({}), {} {} {}",
+            l["lun"],
+            s(&l["device_type_name"]),
+            l["device_type"],
+            s(&l["vendor"]),
+            s(&l["product"]),
+            s(&l["revision"])
+        );
+        if l["capacity_bytes"].is_u64() {
+            let _ = writeln!(
+                out,
+                "    capacity     {} bytes ({} blocks of {} bytes)",
+                l["capacity_bytes"], l["blocks"], l["block_size"]
+            );
+        }
+        let _ = writeln!(out, "    identity     {}", s(&l["identity"]["value"]));
+        let _ = writeln!(out, "    serial       {}", s(&l["serial"]));
+        let yes_no = |v: &Value| match v.as_bool() {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "unknown",
+        };
+        let _ = writeln!(
+            out,
+            "    write-protect {}   thin-provisioning {}",
+            yes_no(&l["write_protected"]),
+            yes_no(&l["thin_provisioning"])
+        );
+        let b = &l["block_limits"];
+        if b.is_object() {
+            // SBC-4 §6.6.4: zero means the target states no limit.
+            let limit = |v: &Value| match v.as_u64() {
+                Some(0) | None => "no limit".to_string(),
+                Some(n) => format!("{n} blocks"),
+            };
+            let _ = writeln!(
+                out,
+                "    block limits max transfer {}, optimal granularity {}, max unmap {}",
+                limit(&b["max_transfer_blocks"]),
+                limit(&b["optimal_granularity_blocks"]),
+                limit(&b["max_unmap_blocks"])
+            );
+        }
+    }
+    out
+}

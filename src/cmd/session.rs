@@ -1,0 +1,206 @@
+//! What `ls`, `discover` and later commands share: our initiator name, the login proposal
+//! from the digest options, credentials, and logging in with errors mapped to exit codes.
+
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use sanshim_initiator::login::{DigestPref, Established, LoginConfig, Proposal};
+use sanshim_initiator::name::{IscsiName, read_default_initiator_name};
+use sanshim_initiator::transport::{
+    self, LoggedIn, LoginPolicy, Portal, SessionError, SingleClient,
+};
+use sanshim_initiator::url::{Host, IscsiUrl, UrlError};
+use sanshim_initiator::wire::Isid;
+use tracing::warn;
+
+use crate::cli::{DigestChoice, Global};
+use crate::creds::{self, UrlCredentials};
+use crate::exit::{self, Failure};
+
+/// How long one command may take on a single-command session.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Settings every login of this run shares.
+pub struct Context<'g> {
+    /// The global options.
+    pub global: &'g Global,
+    /// Our iSCSI name.
+    pub initiator_name: String,
+    /// Retry and timeout policy.
+    pub policy: LoginPolicy,
+    isid_seed: u32,
+}
+
+impl<'g> Context<'g> {
+    /// Resolves the initiator name (lower-cased with a warning) and the login policy.
+    ///
+    /// # Errors
+    /// An invalid `--initiator-name`, or no default name to be had.
+    pub fn new(global: &'g Global) -> Result<Self, Failure> {
+        let initiator_name = match &global.initiator_name {
+            Some(name) => {
+                let n = IscsiName::parse(name).map_err(|e| {
+                    Failure::new(exit::USAGE, anyhow!("--initiator-name {name:?}: {e}"))
+                })?;
+                if n.lowercased {
+                    warn!(
+                        name = n.name.as_str(),
+                        "initiator name lower-cased (iSCSI names are case-insensitive but targets compare them exactly)"
+                    );
+                }
+                n.name.as_str().to_string()
+            }
+            None => {
+                let d = read_default_initiator_name().map_err(|e| anyhow!(e))?;
+                if d.lowercased {
+                    warn!(
+                        name = d.name.as_str(),
+                        "InitiatorName from the initiator name file lower-cased"
+                    );
+                }
+                d.name.as_str().to_string()
+            }
+        };
+        // A random ISID qualifier per run; each path then gets its own, stable for the run.
+        let isid_seed = RandomState::new().hash_one(std::process::id()) as u32;
+        Ok(Context {
+            global,
+            initiator_name,
+            policy: LoginPolicy::default(),
+            isid_seed,
+        })
+    }
+
+    /// The ISID for path number `path` of this run.
+    pub fn isid(&self, path: u32) -> Isid {
+        Isid::random_qualifier(self.isid_seed.wrapping_add(path.wrapping_mul(0x9e37_79b9)))
+    }
+
+    /// The operational keys we offer, from the digest options.
+    pub fn proposal(&self) -> Proposal {
+        Proposal {
+            header_digest: digest(self.global.header_digest),
+            data_digest: digest(self.global.data_digest),
+            ..Proposal::default()
+        }
+    }
+
+    /// Logs in to `target` at `portal` with CHAP from the options (or the URL).
+    ///
+    /// # Errors
+    /// A [`Failure`] with exit code 3 (unreachable), 4 (refused) or 1.
+    pub async fn login(
+        &self,
+        portal: &Portal,
+        target: Option<&str>,
+        url_creds: UrlCredentials<'_>,
+        path: u32,
+    ) -> Result<LoggedIn, Failure> {
+        let isid = self.isid(path);
+        let mut config = match target {
+            Some(t) => LoginConfig::normal(&self.initiator_name, t, isid),
+            None => LoginConfig::discovery(&self.initiator_name, isid),
+        };
+        config.proposal = self.proposal();
+        config.chap =
+            creds::chap_config(self.global, url_creds).map_err(|e| Failure::new(exit::USAGE, e))?;
+        transport::login(portal, config, &self.policy)
+            .await
+            .map_err(session_failure)
+    }
+
+    /// Logs in to the target a URL names, for one command at a time.
+    ///
+    /// # Errors
+    /// As [`Context::login`].
+    pub async fn open(
+        &self,
+        url: &IscsiUrl,
+        path: u32,
+    ) -> Result<(SingleClient, Established), Failure> {
+        let creds = UrlCredentials {
+            user: url.user(),
+            secret: url.secret(),
+        };
+        let logged = self
+            .login(&portal_of(url), Some(url.target().as_str()), creds, path)
+            .await?;
+        let established = logged.established.clone();
+        Ok((SingleClient::new(logged, 0, COMMAND_TIMEOUT), established))
+    }
+}
+
+/// The portal a URL names.
+pub fn portal_of(url: &IscsiUrl) -> Portal {
+    let host = match url.host() {
+        Host::Name(n) => n.clone(),
+        Host::Ipv4(ip) => ip.to_string(),
+        Host::Ipv6(ip) => ip.to_string(),
+    };
+    Portal {
+        host,
+        port: url.port(),
+    }
+}
+
+/// Parses a URL given on the command line, warning about a lower-cased target name. A URL
+/// without the `/LUN` part is accepted when `lun_optional`; its LUN is then `None`.
+///
+/// # Errors
+/// A usage failure naming what is wrong with the URL.
+pub fn parse_url(s: &str, lun_optional: bool) -> Result<(IscsiUrl, Option<u64>), Failure> {
+    let usage = |e: UrlError| Failure::new(exit::USAGE, anyhow!("URL {}: {e}", redact(s)));
+    let (url, lun) = match IscsiUrl::parse(s) {
+        Ok(url) => {
+            let lun = url.lun();
+            (url, Some(lun))
+        }
+        Err(UrlError::MissingLun) if lun_optional => {
+            let all = format!("{}/0", s.trim_end_matches('/'));
+            (IscsiUrl::parse(&all).map_err(usage)?, None)
+        }
+        Err(e) => return Err(usage(e)),
+    };
+    if url.target_lowercased() {
+        warn!(
+            target = url.target().as_str(),
+            "target name lower-cased: iSCSI names are lower case (firmware and some tools change their case)"
+        );
+    }
+    Ok((url, lun))
+}
+
+/// `s` with any `USER%SECRET@` part reduced to `USER@`, for messages.
+pub fn redact(s: &str) -> String {
+    match (s.find("://"), s.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &s[scheme + 3..at];
+            let user = userinfo.split('%').next().unwrap_or("");
+            format!("{}{user}@{}", &s[..scheme + 3], &s[at + 1..])
+        }
+        _ => s.to_string(),
+    }
+}
+
+/// Maps a session failure to the exit code of the contract, with advice.
+pub fn session_failure(e: SessionError) -> Failure {
+    if e.is_unreachable() {
+        let advice = "check the address and port, the cable and that the target service runs";
+        Failure::new(exit::UNREACHABLE, anyhow!("{e} ({advice})"))
+    } else if e.is_refusal() {
+        let advice = "check the target name, the initiator name the target allows (ACL) and the CHAP credentials";
+        Failure::new(exit::LOGIN_REFUSED, anyhow!("{e} ({advice})"))
+    } else {
+        Failure::new(exit::OTHER, anyhow!(e))
+    }
+}
+
+fn digest(choice: DigestChoice) -> DigestPref {
+    match choice {
+        DigestChoice::Crc32c => DigestPref::Crc32c,
+        DigestChoice::None => DigestPref::None,
+        DigestChoice::PreferCrc32c => DigestPref::PreferCrc32c,
+    }
+}
