@@ -400,3 +400,56 @@ fn upper_case_target_name_is_lowered_with_a_warning() {
         out.stderr
     );
 }
+
+#[test]
+fn initiator_name_acl_and_lower_casing() {
+    let Some(mut t) = Tgtd::try_start()
+        .map_err(|e| eprintln!("SKIPPED: {e}"))
+        .ok()
+    else {
+        return;
+    };
+    let tid = "1";
+    t.tgtadm(&["--op", "new", "--mode", "target", "--tid", tid, "-T", IQN]);
+    t.add_file_lun(1, 1, MIB);
+    let allowed = "iqn.2026-11.test.sanshim:host1";
+    t.tgtadm(&[
+        "--op",
+        "bind",
+        "--mode",
+        "target",
+        "--tid",
+        tid,
+        "--initiator-name",
+        allowed,
+    ]);
+    // Upper case on the command line is lower-cased (with a warning) and then matches.
+    let out = run(sanshim().args([
+        "ls",
+        "--json",
+        "--initiator-name",
+        "IQN.2026-11.TEST.SANSHIM:HOST1",
+        &url(&t, 1),
+    ]));
+    out.expect_code(0);
+    assert!(out.stderr.contains("lower-cased"), "warns: {}", out.stderr);
+    // Another initiator name is refused by the target's ACL.
+    let out = run(sanshim().args([
+        "ls",
+        "--initiator-name",
+        "iqn.2026-11.test.sanshim:intruder",
+        &url(&t, 1),
+    ]));
+    out.expect_code(4);
+}
+
+#[test]
+fn invalid_initiator_name_is_a_usage_error() {
+    let out = run(sanshim().args([
+        "ls",
+        "--initiator-name",
+        "not an iqn",
+        "iscsi://127.0.0.1/iqn.2026-11.x:y/1",
+    ]));
+    out.expect_code(2);
+}
