@@ -163,7 +163,10 @@ fn check_key(key: &str, offset: usize) -> Result<(), TextError> {
         return bad("longer than 63 bytes");
     }
     let allowed = |c: u8| c.is_ascii_alphanumeric() || b".-+@_".contains(&c);
-    if !key.bytes().all(allowed) {
+    // IANA-registered extension keys are spelled `X#name` (RFC 7143 §13.5.4, e.g.
+    // X#NodeArchitecture), the one place a `#` may appear.
+    let name = key.strip_prefix("X#").unwrap_or(key);
+    if !name.bytes().all(allowed) {
         return bad("characters outside [A-Za-z0-9.-+@_]");
     }
     Ok(())
@@ -478,7 +481,7 @@ mod tests {
     }
 
     fn key() -> impl Strategy<Value = String> {
-        "[A-Za-z0-9.+@_-]{1,63}"
+        "(X#)?[A-Za-z0-9.+@_-]{1,61}"
     }
 
     fn value() -> impl Strategy<Value = String> {
@@ -505,5 +508,22 @@ mod tests {
             }
             prop_assert_eq!(result, Some(list));
         }
+    }
+
+    #[test]
+    fn iana_extension_keys_are_accepted() {
+        let pairs = parse_text(b"X#NodeArchitecture=ExampleOS/v1.2\0").unwrap();
+        assert_eq!(
+            pairs,
+            [(
+                "X#NodeArchitecture".to_string(),
+                "ExampleOS/v1.2".to_string()
+            )]
+        );
+        assert!(
+            parse_text(b"Foo#Bar=1\0").is_err(),
+            "# only in the X# prefix"
+        );
+        assert!(parse_text(b"X##=1\0").is_err());
     }
 }
