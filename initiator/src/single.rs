@@ -374,3 +374,174 @@ impl SingleSession {
         itt
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session() -> SingleSession {
+        SingleSession::new(
+            Sequence {
+                cmd_sn: 10,
+                exp_stat_sn: 100,
+                max_cmd_sn: 20,
+            },
+            8192,
+        )
+    }
+
+    fn submit_read(s: &mut SingleSession, len: u32) -> u32 {
+        s.submit(Lun::from_number(1), [0x12; 16], len).unwrap();
+        match s.poll_transmit() {
+            Some(Pdu::ScsiCommand(c)) => {
+                assert_eq!(c.cmd_sn, 10);
+                assert_eq!(c.exp_stat_sn, 100);
+                assert!(c.read && c.final_ && !c.write);
+                assert_eq!(c.expected_data_transfer_length, len);
+                c.itt
+            }
+            other => panic!("expected a SCSI Command, got {other:?}"),
+        }
+    }
+
+    fn data_in(itt: u32, data_sn: u32, offset: u32, data: &[u8], status: bool) -> Pdu {
+        Pdu::DataIn(DataIn {
+            final_: status,
+            status_present: status,
+            status: ScsiStatus::GOOD,
+            itt,
+            ttt: RESERVED_TAG,
+            stat_sn: 100,
+            exp_cmd_sn: 11,
+            max_cmd_sn: 30,
+            data_sn,
+            buffer_offset: offset,
+            data: Bytes::copy_from_slice(data),
+            ..DataIn::default()
+        })
+    }
+
+    #[test]
+    fn read_in_two_data_in_pdus_completes_with_the_data() {
+        let mut s = session();
+        let itt = submit_read(&mut s, 8);
+        s.handle_pdu(data_in(itt, 0, 0, b"abcd", false)).unwrap();
+        assert!(s.poll_completion().is_none());
+        s.handle_pdu(data_in(itt, 1, 4, b"efgh", true)).unwrap();
+        let done = s.poll_completion().unwrap().unwrap();
+        assert_eq!(&done.data[..], b"abcdefgh");
+        assert_eq!(done.status, ScsiStatus::GOOD);
+        assert_eq!(
+            s.sequence(),
+            Sequence {
+                cmd_sn: 11,
+                exp_stat_sn: 101,
+                max_cmd_sn: 30
+            }
+        );
+    }
+
+    #[test]
+    fn data_in_protocol_errors_never_deliver_data() {
+        type MakePdu = Box<dyn Fn(u32) -> Pdu>;
+        let cases: [(&str, MakePdu); 5] = [
+            (
+                "DataSN gap",
+                Box::new(|itt| data_in(itt, 1, 0, b"abcd", true)),
+            ),
+            (
+                "offset gap",
+                Box::new(|itt| data_in(itt, 0, 4, b"abcd", true)),
+            ),
+            (
+                "past the end",
+                Box::new(|itt| data_in(itt, 0, 0, b"abcdefghi", true)),
+            ),
+            (
+                "unknown ITT",
+                Box::new(|itt| data_in(itt + 1, 0, 0, b"abcd", true)),
+            ),
+            (
+                "StatSN gap",
+                Box::new(|itt| {
+                    let Pdu::DataIn(mut d) = data_in(itt, 0, 0, b"abcd", true) else {
+                        unreachable!()
+                    };
+                    d.stat_sn = 105;
+                    Pdu::DataIn(d)
+                }),
+            ),
+        ];
+        for (what, make) in cases {
+            let mut s = session();
+            let itt = submit_read(&mut s, 8);
+            assert!(s.handle_pdu(make(itt)).is_err(), "{what} accepted");
+            match s.poll_completion() {
+                Some(Err(SingleError::PeerMisbehaved(_))) => {}
+                other => panic!("{what}: expected a protocol error, got {other:?}"),
+            }
+            assert!(!s.is_busy());
+        }
+    }
+
+    #[test]
+    fn target_ping_is_answered_with_its_tag_and_data() {
+        let mut s = session();
+        let ping = Pdu::NopIn(NopIn {
+            lun: Lun::from_number(0),
+            itt: RESERVED_TAG,
+            ttt: 0x55,
+            stat_sn: 100,
+            exp_cmd_sn: 10,
+            max_cmd_sn: 20,
+            data: Bytes::from_static(b"ping"),
+        });
+        s.handle_pdu(ping).unwrap();
+        match s.poll_transmit() {
+            Some(Pdu::NopOut(n)) => {
+                assert_eq!((n.itt, n.ttt, n.immediate), (RESERVED_TAG, 0x55, true));
+                assert_eq!(&n.data[..], b"ping");
+            }
+            other => panic!("expected a NOP-Out, got {other:?}"),
+        }
+        assert_eq!(
+            s.sequence().exp_stat_sn,
+            100,
+            "a ping does not advance StatSN"
+        );
+    }
+
+    #[test]
+    fn closed_window_refuses_a_command() {
+        let mut s = SingleSession::new(
+            Sequence {
+                cmd_sn: 21,
+                exp_stat_sn: 1,
+                max_cmd_sn: 20,
+            },
+            8192,
+        );
+        assert_eq!(
+            s.submit(Lun::from_number(0), [0; 16], 0),
+            Err(SingleError::WindowClosed {
+                cmd_sn: 21,
+                max_cmd_sn: 20
+            })
+        );
+    }
+
+    #[test]
+    fn logout_request_is_immediate_and_closes_the_session() {
+        let mut s = session();
+        let itt = s.logout(0);
+        match s.poll_transmit() {
+            Some(Pdu::LogoutRequest(l)) => {
+                assert_eq!(l.itt, itt);
+                assert!(l.immediate);
+                assert_eq!(l.reason, LogoutReason::CLOSE_SESSION);
+                assert_eq!((l.cmd_sn, l.exp_stat_sn), (10, 100));
+            }
+            other => panic!("expected a Logout Request, got {other:?}"),
+        }
+    }
+}
