@@ -453,3 +453,22 @@ fn invalid_initiator_name_is_a_usage_error() {
     ]));
     out.expect_code(2);
 }
+
+#[test]
+fn discovery_and_login_over_ipv6() {
+    let Some(mut t) = target() else { return };
+    let port = free_port();
+    t.add_portal(&format!("[::1]:{port}"));
+    let out = run(sanshim().args(["discover", "--json", &format!("[::1]:{port}")]));
+    out.expect_code(0);
+    let doc = out.json();
+    let portal = &doc["portals"][0]["targets"][0]["portals"][0];
+    assert_eq!(
+        portal["host"], "::1",
+        "bracketed IPv6 TargetAddress parsed: {doc}"
+    );
+    assert_eq!(portal["port"], port);
+    let lun = run(sanshim().args(["ls", "--json", &format!("iscsi://[::1]:{port}/{IQN}/1")]));
+    lun.expect_code(0);
+    assert_eq!(lun.json()["luns"][0]["capacity_bytes"], 64 * MIB);
+}
