@@ -11,12 +11,14 @@
 #![forbid(unsafe_code)]
 
 pub mod discovery;
+pub mod disk;
 #[cfg(fuzzing)]
 pub mod fuzzing;
 pub mod inspect;
 pub mod login;
 pub mod name;
 pub mod scsi;
+pub mod session;
 pub mod single;
 pub mod transport;
 pub mod url;

@@ -6,6 +6,7 @@ use std::hash::BuildHasher;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use sanshim_initiator::disk::{DiskOptions, OpenError, ScsiDisk};
 use sanshim_initiator::login::{DigestPref, Established, LoginConfig, Proposal};
 use sanshim_initiator::name::{IscsiName, read_default_initiator_name};
 use sanshim_initiator::transport::{
@@ -129,6 +130,43 @@ impl<'g> Context<'g> {
             .await?;
         let established = logged.established.clone();
         Ok((SingleClient::new(logged, 0, COMMAND_TIMEOUT), established))
+    }
+
+    /// Logs in to the target a URL names and opens its LUN as a block device with the
+    /// concurrent session engine.
+    ///
+    /// # Errors
+    /// A [`Failure`] with exit code 3 (unreachable), 4 (refused), 5 (the LUN is not a usable
+    /// disk or a SCSI command failed) or 1.
+    #[allow(dead_code, reason = "for the commands that open disks (bench, export)")]
+    pub async fn open_disk(
+        &self,
+        url: &IscsiUrl,
+        path: u32,
+        options: DiskOptions,
+    ) -> Result<ScsiDisk, Failure> {
+        let creds = UrlCredentials {
+            user: url.user(),
+            secret: url.secret(),
+        };
+        let mut config =
+            LoginConfig::normal(&self.initiator_name, url.target().as_str(), self.isid(path));
+        config.proposal = self.proposal();
+        config.chap =
+            creds::chap_config(self.global, creds).map_err(|e| Failure::new(exit::USAGE, e))?;
+        let options = DiskOptions {
+            lun: url.lun(),
+            ..options
+        };
+        ScsiDisk::open(portal_of(url), config, self.policy.clone(), options)
+            .await
+            .map_err(|e| match e {
+                OpenError::Session(e) => session_failure(e),
+                e @ (OpenError::Inspect(_)
+                | OpenError::NotBlockDevice { .. }
+                | OpenError::BadCapacity { .. }) => Failure::new(exit::SCSI, anyhow!(e)),
+                e => Failure::new(exit::OTHER, anyhow!(e)),
+            })
     }
 }
 

@@ -159,6 +159,12 @@ impl Connection {
         }
     }
 
+    /// The socket, the framing state and any bytes already read past the last PDU, for a
+    /// driver that takes the connection over.
+    pub(crate) fn into_parts(self) -> (TcpStream, Codec, BytesMut) {
+        (self.stream, self.codec, self.rbuf)
+    }
+
     /// Closes the connection.
     pub async fn shutdown(mut self) {
         let _ = self.stream.shutdown().await;

@@ -113,6 +113,12 @@ impl SingleClient {
         self.connection.shutdown().await;
     }
 
+    /// The connection and the session's current sequence numbers, for an engine that takes
+    /// the session over once no command runs.
+    pub(crate) fn into_parts(self) -> (Connection, Sequence) {
+        (self.connection, self.session.sequence())
+    }
+
     /// Sends one PDU outside the command flow (for exchanges driven by other state machines
     /// on the same session, such as SendTargets).
     pub(crate) async fn send(&mut self, pdu: &Pdu) -> Result<(), CommandError> {

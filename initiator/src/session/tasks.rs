@@ -1,0 +1,104 @@
+//! The task table: commands waiting for the window, commands in flight by ITT, and ITT
+//! allocation that never hands out a tag still in use (RFC 7143 §11.2.1.8).
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Instant;
+
+use super::types::{Command, TaskId, Transfer};
+use crate::wire::RESERVED_TAG;
+
+/// One command, from submission to completion.
+#[derive(Debug)]
+pub(crate) struct Task {
+    /// The caller's handle.
+    pub id: TaskId,
+    /// What to run (the read buffer lives in `command.transfer`).
+    pub command: Command,
+    /// How often it was re-issued after a connection failure.
+    pub reissues: u32,
+    /// CmdSN of the current issue.
+    pub cmd_sn: u32,
+    /// When the current issue times out.
+    pub deadline: Option<Instant>,
+    /// Read: bytes received so far (always the contiguous prefix).
+    pub received: u32,
+    /// Read: DataSN of the next Data-In.
+    pub next_data_sn: u32,
+    /// Write: R2TSN of the next R2T.
+    pub next_r2t_sn: u32,
+    /// ABORT TASK (or a LUN reset) is under way for this issue.
+    pub aborting: bool,
+}
+
+impl Task {
+    /// A fresh task.
+    pub fn new(id: TaskId, command: Command) -> Task {
+        Task {
+            id,
+            command,
+            reissues: 0,
+            cmd_sn: 0,
+            deadline: None,
+            received: 0,
+            next_data_sn: 0,
+            next_r2t_sn: 0,
+            aborting: false,
+        }
+    }
+
+    /// Forgets the progress of the current issue, ready to be sent again.
+    pub fn reset(&mut self) {
+        self.deadline = None;
+        self.received = 0;
+        self.next_data_sn = 0;
+        self.next_r2t_sn = 0;
+        self.aborting = false;
+    }
+
+    /// Expected Data Transfer Length.
+    pub fn expected_len(&self) -> u32 {
+        u32::try_from(self.command.transfer.len()).unwrap_or(u32::MAX)
+    }
+
+    /// Whether this is a read.
+    pub fn is_read(&self) -> bool {
+        matches!(self.command.transfer, Transfer::Read(_))
+    }
+}
+
+/// Waiting and in-flight tasks.
+#[derive(Debug, Default)]
+pub(crate) struct TaskTable {
+    /// Not yet sent (or to be re-sent), in submission order.
+    pub pending: VecDeque<Task>,
+    /// Sent and not finished, by ITT.
+    pub in_flight: HashMap<u32, Task>,
+    next_itt: u32,
+}
+
+impl TaskTable {
+    /// Puts a task back among the waiting ones, keeping submission order.
+    pub fn requeue(&mut self, mut task: Task) {
+        task.reset();
+        let at = self.pending.partition_point(|t| t.id < task.id);
+        self.pending.insert(at, task);
+    }
+
+    /// A tag neither reserved nor used by anything in `busy` nor by a task in flight.
+    pub fn allocate_itt(&mut self, busy: impl Fn(u32) -> bool) -> u32 {
+        loop {
+            let itt = self.next_itt;
+            self.next_itt = self.next_itt.wrapping_add(1);
+            if itt != RESERVED_TAG && !self.in_flight.contains_key(&itt) && !busy(itt) {
+                return itt;
+            }
+        }
+    }
+
+    /// Takes every task in flight (in submission order).
+    pub fn drain_in_flight(&mut self) -> Vec<Task> {
+        let mut tasks: Vec<Task> = self.in_flight.drain().map(|(_, t)| t).collect();
+        tasks.sort_by_key(|t| t.id);
+        tasks
+    }
+}
