@@ -56,8 +56,8 @@ impl Parser<'_> {
         let control = self.view.control()?;
         if control.fixed.header.index != 0 || control.fixed.header.length.get() != 18 {
             let message = format!(
-                "control structure is {} bytes with index {}; Linux iscsi_ibft rejects the whole \
-                 table unless it is 18 bytes with index 0",
+                "control structure is {} bytes with index {}; Linux iscsi_ibft versions differ \
+                 here (some list only two NICs and targets, some reject the table)",
                 control.fixed.header.length, control.fixed.header.index
             );
             self.warnings

@@ -186,12 +186,15 @@ pub fn read_auto(roots: &Roots) -> Result<Found, NotFound> {
     Err(NotFound { attempts })
 }
 
-/// Reads the ACPI table from `dir` (`iBFT`, else `IBFT`, else `BIFT`).
+/// Reads the ACPI table from `dir` (`iBFT` or `iBFT1`, else the same for `IBFT`, `BIFT`).
 ///
 /// # Errors
 /// [`SourceError::Absent`] when none of the files exists; else as [`read_file`].
 pub fn read_acpi(dir: &Path) -> Result<Found, SourceError> {
-    for name in ["iBFT", "IBFT", "BIFT"] {
+    // Linux names the tables of one signature `SIG1`, `SIG2`, ... when there are several;
+    // firmware hands the OS one iBFT, the first.
+    let names = ["iBFT", "iBFT1", "IBFT", "IBFT1", "BIFT", "BIFT1"];
+    for name in names {
         match read_table(&dir.join(name), SourceKind::Acpi) {
             Err(SourceError::Absent { .. }) => continue,
             other => return other,

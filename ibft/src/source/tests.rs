@@ -294,3 +294,13 @@ fn auto_tries_acpi_then_mem_then_sysfs_and_says_why() {
     fs::write(roots.acpi_tables.join("iBFT"), table_bytes()).unwrap();
     assert_eq!(read_auto(&roots).unwrap().kind, SourceKind::Acpi);
 }
+
+#[test]
+fn acpi_source_finds_a_numbered_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = crate::testdata::table_bytes();
+    std::fs::write(dir.path().join("iBFT1"), &table).unwrap();
+    std::fs::write(dir.path().join("iBFT2"), &table).unwrap();
+    let found = read_acpi(dir.path()).unwrap();
+    assert!(found.location.ends_with("iBFT1"), "{}", found.location);
+}
