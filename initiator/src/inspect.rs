@@ -8,9 +8,10 @@ use bytes::Bytes;
 use tracing::debug;
 
 use crate::scsi::{
-    BlockLimits, Cdb, Designator, DeviceIdentification, LogicalBlockProvisioning, ModeSense10,
-    ParseError, PeripheralDeviceType, ReadCapacity10, ReadCapacity16, ReportLuns, Sense, SenseKey,
-    StandardInquiry, SupportedVpdPages, UnitSerialNumber, VpdPage,
+    BlockDeviceCharacteristics, BlockLimits, Cdb, Designator, DeviceIdentification,
+    LogicalBlockProvisioning, ModeSense10, ParseError, PeripheralDeviceType, ReadCapacity10,
+    ReadCapacity16, ReportLuns, Sense, SenseKey, StandardInquiry, SupportedVpdPages,
+    UnitSerialNumber, VpdPage,
 };
 use crate::transport::{CommandError, SingleClient};
 use crate::wire::{Lun, ScsiStatus};
@@ -30,6 +31,10 @@ pub struct LunReport {
     pub capacity: Option<Capacity>,
     /// Write-protected (MODE SENSE device-specific parameter WP bit).
     pub write_protected: Option<bool>,
+    /// The device honours FUA on writes (MODE SENSE device-specific parameter DPOFUA bit).
+    pub fua: Option<bool>,
+    /// Block Device Characteristics VPD (0xB1): rotation rate, form factor.
+    pub characteristics: Option<BlockDeviceCharacteristics>,
     /// Block Limits VPD (0xB0).
     pub block_limits: Option<BlockLimits>,
     /// Logical Block Provisioning VPD (0xB2).
@@ -187,6 +192,8 @@ pub async fn inspect(client: &mut SingleClient, lun: Lun) -> Result<LunReport, I
         identification,
         capacity: None,
         write_protected: None,
+        fua: None,
+        characteristics: None,
         block_limits: None,
         provisioning: None,
         inquiry,
@@ -199,6 +206,11 @@ pub async fn inspect(client: &mut SingleClient, lun: Lun) -> Result<LunReport, I
         report.block_limits = vpd(client, lun, 0xb0)
             .await
             .and_then(|d| BlockLimits::parse(&d).ok());
+    }
+    if has(0xb1) {
+        report.characteristics = vpd(client, lun, 0xb1)
+            .await
+            .and_then(|d| BlockDeviceCharacteristics::parse(&d).ok());
     }
     if has(0xb2) {
         report.provisioning = vpd(client, lun, 0xb2)
@@ -215,7 +227,8 @@ pub async fn inspect(client: &mut SingleClient, lun: Lun) -> Result<LunReport, I
     .await
     .ok()
     .and_then(|d| ModeSense10::parse(&d).ok());
-    report.write_protected = mode.map(|m| m.write_protected);
+    report.write_protected = mode.as_ref().map(|m| m.write_protected);
+    report.fua = mode.as_ref().map(|m| m.dpofua);
     Ok(report)
 }
 

@@ -126,6 +126,8 @@ pub fn lun_json(
         "designators": designators,
         "serial": r.serial,
         "write_protected": r.write_protected,
+        "fua": r.fua,
+        "rotation_rate": r.characteristics.as_ref().map(|c| c.rotation_rate),
         "thin_provisioning": capacity.and_then(|c| c.thin_provisioning),
         "block_limits": limits,
         "provisioning": provisioning,

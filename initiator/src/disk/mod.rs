@@ -255,7 +255,9 @@ fn geometry(report: &LunReport, options: &DiskOptions) -> Result<Geometry, OpenE
         blocks,
         read_only: options.read_only || report.write_protected == Some(true),
         can_flush: true,
-        can_fua: true,
+        // Without a MODE SENSE answer, assume FUA works: SBC-4 makes the bit mandatory to
+        // accept, and a device without DPOFUA treats it as a no-op on a write-through cache.
+        can_fua: report.fua.unwrap_or(true),
         can_discard: provisioning.is_some_and(|p| p.lbpu),
         can_write_zeroes: true,
         limits,

@@ -246,11 +246,16 @@ impl BlockDevice for ScsiDisk {
         self.check_writable()?;
         let bs = self.geometry.block_size as usize;
         let per = self.max_blocks() as usize * bs;
+        // A device without DPOFUA may refuse the FUA bit: write, then SYNCHRONIZE CACHE.
+        let native_fua = fua && self.geometry.can_fua;
         let mut at = lba;
         for chunk in buf.chunks(per) {
-            self.write_chunk(at, Bytes::copy_from_slice(chunk), fua)
+            self.write_chunk(at, Bytes::copy_from_slice(chunk), native_fua)
                 .await?;
             at += (chunk.len() / bs) as u64;
+        }
+        if fua && !native_fua {
+            self.synchronize_cache().await?;
         }
         Ok(())
     }
