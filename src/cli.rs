@@ -84,6 +84,10 @@ pub enum Command {
     Ls(crate::cmd::ls::LsArgs),
     /// Read and check the firmware's iSCSI Boot Firmware Table.
     Ibft(crate::cmd::ibft::IbftArgs),
+    /// Serve a LUN over NBD (unix socket, TCP, or the kernel's /dev/nbdN) until SIGINT/SIGTERM.
+    Export(crate::cmd::export::ExportArgs),
+    /// Measure a LUN: throughput, IOPS and latency of reads or writes, optionally verified.
+    Bench(crate::cmd::bench::BenchArgs),
 }
 
 /// Sends logs to stderr at the level `-v`/`-q` ask for; `RUST_LOG` overrides.

@@ -1,6 +1,8 @@
 //! One module per command; [`run`] dispatches.
 
+pub mod bench;
 pub mod discover;
+pub mod export;
 pub mod ibft;
 pub mod ls;
 pub mod session;
@@ -16,7 +18,9 @@ use crate::exit::Failure;
 pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let Cli { global, command } = cli;
     match command {
+        Command::Bench(args) => bench::run(&global, args),
         Command::Discover(args) => discover::run(&global, args),
+        Command::Export(args) => export::run(&global, args),
         Command::Ibft(args) => ibft::run(&global, args),
         Command::Ls(args) => ls::run(&global, args),
     }

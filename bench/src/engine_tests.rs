@@ -1,0 +1,384 @@
+//! The engine against [`MemDisk`] and wrappers that measure concurrency or corrupt reads.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sanshim_blockdev::{
+    BlockDevice, BlockError, ErrorKind, Fault, FaultDisk, Geometry, Limits, MemDisk, Op, Trigger,
+};
+
+use super::*;
+use crate::options::ReadWrite;
+use crate::pattern::BlockStamp;
+
+const BS: u64 = 4096;
+
+fn mem(blocks: u64) -> Arc<MemDisk> {
+    Arc::new(MemDisk::new(512, blocks).unwrap())
+}
+
+fn bytes_opts(rw: ReadWrite, bs: u64, qd: usize, bytes: u64) -> BenchOptions {
+    let mut o = BenchOptions::new(rw, bs, qd, Bound::Bytes(bytes));
+    o.seed = Some(1234);
+    o
+}
+
+/// A [`MemDisk`] with a twist, for what the engine must notice.
+struct TestDisk {
+    inner: Arc<MemDisk>,
+    twist: Twist,
+    now: AtomicUsize,
+    max: AtomicUsize,
+}
+
+enum Twist {
+    /// Holds each request for this long, counting requests in flight.
+    Gauge(Duration),
+    /// Flips one byte (offset 100) of every block in the list as it is read.
+    Corrupt(Vec<u64>),
+    /// Acknowledges writes without doing them, as a `--bstype null` LUN does.
+    DropWrites,
+}
+
+impl TestDisk {
+    fn new(inner: Arc<MemDisk>, twist: Twist) -> Arc<TestDisk> {
+        Arc::new(TestDisk {
+            inner,
+            twist,
+            now: AtomicUsize::new(0),
+            max: AtomicUsize::new(0),
+        })
+    }
+
+    async fn hold<T>(&self, op: impl Future<Output = T>) -> T {
+        let Twist::Gauge(delay) = self.twist else {
+            return op.await;
+        };
+        let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max.fetch_max(n, Ordering::SeqCst);
+        tokio::time::sleep(delay).await;
+        let out = op.await;
+        self.now.fetch_sub(1, Ordering::SeqCst);
+        out
+    }
+}
+
+#[async_trait]
+impl BlockDevice for TestDisk {
+    fn geometry(&self) -> &Geometry {
+        self.inner.geometry()
+    }
+    async fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+        self.hold(self.inner.read(lba, buf)).await?;
+        let bs = self.inner.geometry().block_size as u64;
+        if let Twist::Corrupt(bad) = &self.twist {
+            for &bad in bad {
+                if (lba..lba + buf.len() as u64 / bs).contains(&bad) {
+                    buf[((bad - lba) * bs + 100) as usize] ^= 0x08;
+                }
+            }
+        }
+        Ok(())
+    }
+    async fn write(&self, lba: u64, buf: &[u8], fua: bool) -> Result<(), BlockError> {
+        if let Twist::DropWrites = self.twist {
+            return self.geometry().check_range(lba, buf.len() as u64).map(drop);
+        }
+        self.hold(self.inner.write(lba, buf, fua)).await
+    }
+    async fn flush(&self) -> Result<(), BlockError> {
+        self.inner.flush().await
+    }
+    async fn discard(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
+        self.inner.discard(lba, blocks).await
+    }
+    async fn write_zeroes(&self, lba: u64, n: u64, unmap: bool) -> Result<(), BlockError> {
+        self.inner.write_zeroes(lba, n, unmap).await
+    }
+    async fn probe(&self) -> Result<(), BlockError> {
+        self.inner.probe().await
+    }
+}
+
+#[tokio::test]
+async fn size_bound_counts_are_consistent() {
+    for rw in ReadWrite::ALL {
+        let disk = mem(2048);
+        let o = bytes_opts(rw, BS, 4, 100 * BS + 1);
+        let report = run(disk.clone(), &o, |_| {}).await.unwrap();
+        let m = &report.measured;
+        assert_eq!(m.ops, 101, "{rw}: size rounded up to whole operations");
+        assert_eq!(m.bytes, 101 * BS);
+        assert_eq!(m.latency.count(), 101);
+        let stats = disk.stats();
+        let (done, other) = if rw.is_write() {
+            (stats.writes, stats.reads)
+        } else {
+            (stats.reads, stats.writes)
+        };
+        assert_eq!((done, other), (101, 0), "{rw}");
+        assert!(m.iops() > 0.0 && m.mib_per_s() > 0.0);
+        assert!(m.latency_us(50.0) <= m.latency_us(99.0));
+        assert!(m.latency_us(99.0) <= m.max_latency_us());
+        assert!(report.verify.is_none());
+    }
+}
+
+#[tokio::test]
+async fn sequential_wraps_inside_the_window() {
+    let disk = mem(1024);
+    let mut o = bytes_opts(ReadWrite::Write, BS, 1, 10 * BS);
+    o.offset = 64 * 512;
+    o.span = Some(3 * BS);
+    run(disk.clone(), &o, |_| {}).await.unwrap();
+    let mut all = vec![0u8; 1024 * 512];
+    disk.read(0, &mut all).await.unwrap();
+    let window = 64 * 512..64 * 512 + 3 * BS as usize;
+    assert!(
+        all[..window.start].iter().all(|&b| b == 0),
+        "before the window"
+    );
+    assert!(
+        all[window.end..].iter().all(|&b| b == 0),
+        "after the window"
+    );
+    assert!(all[window].chunks(512).all(|b| b.iter().any(|&x| x != 0)));
+}
+
+#[tokio::test]
+async fn time_bound_is_respected() {
+    let disk = mem(4096);
+    let mut o = BenchOptions::new(
+        ReadWrite::RandRead,
+        BS,
+        8,
+        Bound::Time(Duration::from_millis(300)),
+    );
+    o.progress_interval = Duration::from_millis(50);
+    let mut calls = Vec::new();
+    let report = run(disk, &o, |p| calls.push(p.clone())).await.unwrap();
+    let m = &report.measured;
+    assert!(m.elapsed >= Duration::from_millis(300), "{:?}", m.elapsed);
+    assert!(m.elapsed < Duration::from_secs(3), "{:?}", m.elapsed);
+    assert!(m.ops > 0);
+    assert_eq!(m.bytes, m.ops * BS);
+    assert!(calls.len() >= 4, "{} progress calls", calls.len());
+    let seen: u64 = calls.iter().map(|p| p.ops).sum();
+    assert!(seen <= m.ops);
+    assert_eq!(calls.last().unwrap().total_ops, seen);
+    assert!(
+        calls
+            .iter()
+            .all(|p| p.phase == Phase::Load && p.bytes == p.ops * BS)
+    );
+    assert!(calls.iter().any(|p| p.iops() > 0.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_depth_is_respected() {
+    for qd in [1, 8, 32] {
+        let gauge = TestDisk::new(mem(4096), Twist::Gauge(Duration::from_millis(2)));
+        let o = bytes_opts(ReadWrite::RandWrite, BS, qd, 200 * BS);
+        run(gauge.clone(), &o, |_| {}).await.unwrap();
+        assert_eq!(gauge.max.load(Ordering::SeqCst), qd, "qd {qd}");
+    }
+}
+
+#[tokio::test]
+async fn large_operations_are_split_at_the_transfer_limit() {
+    let limits = Limits {
+        max_transfer_blocks: Some(2),
+        ..Limits::default()
+    };
+    let disk = Arc::new(MemDisk::builder(512, 1024).limits(limits).build().unwrap());
+    let o = bytes_opts(ReadWrite::Read, 3 * 512, 2, 30 * 512);
+    let report = run(disk.clone(), &o, |_| {}).await.unwrap();
+    assert_eq!(report.measured.ops, 10);
+    assert_eq!(disk.stats().reads, 20, "each 3-block operation as 2 + 1");
+}
+
+#[tokio::test]
+async fn verify_writes_then_reads_back_every_block() {
+    for rw in ReadWrite::ALL {
+        let disk = mem(512);
+        let mut o = bytes_opts(rw, BS, 8, 1 << 30);
+        o.verify = true;
+        let mut phases = Vec::new();
+        o.progress_interval = Duration::from_millis(10);
+        let report = run(disk.clone(), &o, |p| phases.push(p.phase))
+            .await
+            .unwrap();
+        let v = report.verify.as_ref().unwrap();
+        // The window holds 64 slots; each is written once and checked once.
+        assert_eq!((v.write.ops, v.read.ops), (64, 64), "{rw}");
+        assert_eq!(v.blocks_checked, 512);
+        let measured = if rw.is_write() { &v.write } else { &v.read };
+        assert_eq!(report.measured.ops, measured.ops);
+        assert_eq!(report.measured.elapsed, measured.elapsed);
+        assert!(!phases.contains(&Phase::Load), "{rw}: {phases:?}");
+        let stats = disk.stats();
+        assert_eq!((stats.writes, stats.reads), (64, 64), "{rw}");
+        let mut block = [0u8; 512];
+        for lba in [0, 7, 300, 511] {
+            disk.read(lba, &mut block).await.unwrap();
+            let stamp = BlockStamp::read(&block);
+            assert_eq!((stamp.lba, stamp.tag), (lba, v.tag), "{rw}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn verify_names_the_corrupted_lba() {
+    for rw in [ReadWrite::Read, ReadWrite::RandWrite] {
+        let disk = TestDisk::new(mem(1024), Twist::Corrupt(vec![777, 333]));
+        let mut o = bytes_opts(rw, 8 * 512, 16, 1 << 20);
+        o.verify = true;
+        match run(disk, &o, |_| {}).await {
+            Err(BenchError::Mismatch {
+                first,
+                bad_blocks,
+                checked_blocks,
+            }) => {
+                assert_eq!(first.lba, 333, "{rw}: the lowest bad LBA");
+                assert_eq!(first.offset, 100);
+                assert_eq!(first.expected_byte ^ first.found_byte, 0x08);
+                assert_eq!((bad_blocks, checked_blocks), (2, 1024), "{rw}");
+            }
+            other => panic!("{rw}: expected a mismatch, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn verify_catches_a_device_that_drops_writes() {
+    let disk = Arc::new(FaultDisk::new(MemDisk::new(512, 256).unwrap()));
+    // Writes touching block 100 fail at the device: the run stops with an I/O error there.
+    disk.inject(
+        Fault::fail(ErrorKind::Medium)
+            .on(Op::Write)
+            .when(Trigger::Blocks(100..101)),
+    );
+    let mut o = bytes_opts(ReadWrite::Write, BS, 4, 1 << 20);
+    o.verify = true;
+    match run(disk.clone(), &o, |_| {}).await {
+        Err(BenchError::Io {
+            op,
+            lba,
+            blocks,
+            error,
+        }) => {
+            assert_eq!((op, lba, blocks), ("write", 96, 8));
+            assert_eq!(error.kind(), ErrorKind::Medium);
+        }
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn stale_data_from_another_run_is_a_mismatch() {
+    let disk = mem(256);
+    let mut first = bytes_opts(ReadWrite::Write, BS, 4, 1 << 20);
+    first.verify = true;
+    run(disk.clone(), &first, |_| {}).await.unwrap();
+    // A second run whose writes go nowhere reads the first run's blocks back.
+    let dropping = TestDisk::new(disk, Twist::DropWrites);
+    let mut second = first.clone();
+    second.seed = Some(99);
+    let err = run(dropping, &second, |_| {}).await.unwrap_err();
+    let BenchError::Mismatch {
+        first: m,
+        bad_blocks,
+        ..
+    } = err
+    else {
+        panic!("expected a mismatch, got {err:?}");
+    };
+    assert_eq!(
+        (m.lba, m.offset, bad_blocks),
+        (0, 16, 256),
+        "the tag differs first"
+    );
+}
+
+#[tokio::test]
+async fn bad_options_are_refused_before_any_io() {
+    let disk = mem(64);
+    let ro = Arc::new(MemDisk::builder(512, 64).read_only(true).build().unwrap());
+    let cases: Vec<(Arc<dyn BlockDevice>, BenchOptions, &str)> = vec![
+        (
+            disk.clone(),
+            bytes_opts(ReadWrite::Read, 1000, 1, BS),
+            "multiple",
+        ),
+        (
+            disk.clone(),
+            bytes_opts(ReadWrite::Read, BS, 0, BS),
+            "--qd 0",
+        ),
+        (
+            disk.clone(),
+            bytes_opts(ReadWrite::Read, 64 * 1024, 1, BS),
+            "larger than",
+        ),
+        (
+            disk.clone(),
+            bytes_opts(ReadWrite::Read, BS, 1, 0),
+            "--size 0",
+        ),
+        (
+            disk.clone(),
+            bytes_opts(ReadWrite::Read, 1 << 29, 4, BS),
+            "MiB of buffers",
+        ),
+        (
+            ro.clone(),
+            bytes_opts(ReadWrite::Write, BS, 1, BS),
+            "read-only",
+        ),
+        (
+            ro,
+            {
+                let mut o = bytes_opts(ReadWrite::Read, BS, 1, BS);
+                o.verify = true;
+                o
+            },
+            "read-only",
+        ),
+        (
+            disk.clone(),
+            {
+                let mut o = bytes_opts(ReadWrite::Read, BS, 1, BS);
+                o.offset = 100;
+                o
+            },
+            "offset",
+        ),
+        (
+            disk.clone(),
+            {
+                let mut o = bytes_opts(ReadWrite::Read, BS, 1, BS);
+                o.span = Some(1 << 20);
+                o
+            },
+            "past the end",
+        ),
+    ];
+    for (device, o, want) in cases {
+        match run(device, &o, |_| {}).await {
+            Err(BenchError::Options(msg)) => assert!(msg.contains(want), "{msg:?} lacks {want:?}"),
+            other => panic!("{o:?}: expected an options error, got {other:?}"),
+        }
+    }
+    assert_eq!(disk.stats(), Default::default(), "no I/O was done");
+}
+
+#[tokio::test]
+async fn read_only_devices_can_be_read() {
+    let ro = Arc::new(MemDisk::builder(512, 64).read_only(true).build().unwrap());
+    let report = run(ro, &bytes_opts(ReadWrite::RandRead, BS, 2, 4 * BS), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.measured.ops, 4);
+}

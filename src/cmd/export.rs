@@ -1,0 +1,436 @@
+//! `sanshim export URL... [--listen ADDR]... [--name NAME] [--read-only] [--attach /dev/nbdN]
+//! [--policy P]`: log in to a LUN and serve it over NBD until SIGINT/SIGTERM (shared/DESIGN.md
+//! "Command line contract").
+//!
+//! ```text
+//!  URL 1 ── open_disk ──► ScsiDisk ──► Export ──► Server ──► listeners (URI lines on stdout)
+//!  URL 2.. ── open_disk ─► identity checked against path 1, then logged out (no multipath yet)
+//!                                             └──► kernel::attach (--attach /dev/nbdN)
+//!  SIGINT/SIGTERM: detach ► drain the server ► SYNCHRONIZE CACHE ► log out ► exit 0
+//! ```
+//!
+//! Several URLs are paths to one LU: each is opened and its identity (INQUIRY VPD 0x83) must
+//! match the first one's, or nothing is served. Until the multipath layer exists only the first
+//! path serves; `--policy` is accepted for the command line contract and otherwise unused.
+//! A write-protected LUN is exported read-only whatever `--read-only` says. A second signal
+//! during the drain gives up on it and exits 1 (after still trying to log out).
+
+use std::os::unix::fs::DirBuilderExt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::anyhow;
+use clap::{Args, ValueEnum};
+use sanshim_blockdev::BlockDevice;
+use sanshim_initiator::disk::{DiskOptions, ScsiDisk};
+use sanshim_initiator::url::IscsiUrl;
+use sanshim_nbd::kernel::{self, AttachError, AttachOptions};
+use sanshim_nbd::{Config, Export, ListenAddr, Server};
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use super::session::{Context, parse_url, redact};
+use crate::cli::Global;
+use crate::exit::{self, Failure};
+
+/// Arguments of `sanshim export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// `iscsi://[USER[%SECRET]@]HOST[:PORT]/TARGET-IQN/LUN`; several URLs are paths to the same
+    /// LU (checked by identity; until multipath support lands only the first one serves).
+    #[arg(required = true, value_name = "URL")]
+    pub urls: Vec<String>,
+    /// Where to serve: `unix:PATH` or `tcp:[HOST:]PORT` (loopback unless HOST is given);
+    /// repeatable. Default: `unix:/run/sanshim/NAME.sock`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<ListenAddr>,
+    /// Export name clients ask for. Default: the last component of the target name (after
+    /// its last ':') and the LUN, as in `disk1-lun1`, or `sanshim` when that component holds
+    /// characters other than letters, digits, '.', '-' and '_'.
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Refuse writes (a write-protected LUN is always exported read-only).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Also connect the kernel's /dev/nbdN to the export (no nbd-client needed); refused
+    /// when the device is in use. Detached on exit.
+    #[arg(long, value_name = "/dev/nbdN")]
+    pub attach: Option<PathBuf>,
+    /// Path selector for several URLs. Accepted now; until multipath support lands only the
+    /// first path serves and the others are only verified.
+    #[arg(long, value_enum, default_value_t = Policy::RoundRobin)]
+    pub policy: Policy,
+    /// Session and command settings.
+    #[command(flatten)]
+    pub disk: DiskArgs,
+}
+
+/// How requests are spread over paths (multipath; not yet used).
+#[derive(Clone, Copy, Debug, Eq, PartialEq, ValueEnum)]
+pub enum Policy {
+    /// Each path in turn.
+    RoundRobin,
+    /// The path with the fewest commands in flight.
+    QueueLength,
+    /// The path with the lowest expected service time.
+    ServiceTime,
+}
+
+/// Settings of each path's session ([`DiskOptions`]); unset ones keep its defaults.
+#[derive(Args, Debug)]
+pub struct DiskArgs {
+    /// Commands in flight per session at most (1 to 512).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub queue_depth: Option<u32>,
+    /// Seconds of silence after which a NOP-Out checks that the target still answers (0: never).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub noop_interval: Option<Duration>,
+    /// Seconds a NOP-Out may go unanswered before the connection counts as dead.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub noop_timeout: Option<Duration>,
+    /// Seconds to keep trying to re-establish a dead session before failing its I/O.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub replacement_timeout: Option<Duration>,
+}
+
+/// Runs `sanshim export`.
+pub fn run(global: &Global, args: ExportArgs) -> Result<ExitCode, Failure> {
+    let ctx = Context::new(global)?;
+    let mut urls = Vec::new();
+    for s in &args.urls {
+        urls.push(parse_url(s, false)?.0);
+    }
+    let name = match (&args.name, urls.first()) {
+        (Some(n), _) => n.clone(),
+        (None, Some(url)) => default_name(url),
+        (None, None) => "sanshim".to_owned(),
+    };
+    let listen = if args.listen.is_empty() {
+        vec![default_listener(&name)?]
+    } else {
+        args.listen.clone()
+    };
+    if urls.len() > 1 || args.policy != Policy::RoundRobin {
+        warn!(
+            policy = ?args.policy,
+            "multipath is not implemented yet: the first path serves, the others are only verified"
+        );
+    }
+    let options = args.disk.options(args.read_only);
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let disk = Arc::new(open_paths(&ctx, &args.urls, &urls, &options).await?);
+        let read_only = disk.geometry().read_only;
+        if read_only && !args.read_only {
+            warn!("the LUN is write-protected: exporting it read-only");
+        }
+        let plan = Plan {
+            name,
+            listen,
+            read_only,
+            attach: args.attach.clone(),
+        };
+        let served = serve(&plan, &disk).await;
+        let closed = close(disk).await;
+        served.and(closed)
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What to serve, decided before the device is opened.
+struct Plan {
+    name: String,
+    listen: Vec<ListenAddr>,
+    read_only: bool,
+    attach: Option<PathBuf>,
+}
+
+/// SIGINT and SIGTERM.
+struct Signals {
+    int: Signal,
+    term: Signal,
+}
+
+impl DiskArgs {
+    fn options(&self, read_only: bool) -> DiskOptions {
+        let mut o = DiskOptions {
+            read_only,
+            ..DiskOptions::default()
+        };
+        if let Some(q) = self.queue_depth {
+            o.queue_depth = q;
+        }
+        if let Some(d) = self.noop_interval {
+            o.noop_interval = d;
+        }
+        if let Some(d) = self.noop_timeout {
+            o.noop_timeout = d;
+        }
+        if let Some(d) = self.replacement_timeout {
+            o.replacement_timeout = d;
+        }
+        o
+    }
+}
+
+impl Signals {
+    fn new() -> Result<Signals, Failure> {
+        let install = |kind| {
+            signal(kind).map_err(|e| Failure::from(anyhow!("cannot install a signal handler: {e}")))
+        };
+        Ok(Signals {
+            int: install(SignalKind::interrupt())?,
+            term: install(SignalKind::terminate())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+        }
+    }
+}
+
+/// Opens every path, checks that all report the first one's identity and keeps the first.
+async fn open_paths(
+    ctx: &Context<'_>,
+    shown: &[String],
+    urls: &[IscsiUrl],
+    options: &DiskOptions,
+) -> Result<ScsiDisk, Failure> {
+    let mut first: Option<(ScsiDisk, Option<String>)> = None;
+    for (path, url) in urls.iter().enumerate() {
+        let opened = ctx.open_disk(url, path as u32, *options).await;
+        let disk = match opened {
+            Ok(disk) => disk,
+            Err(e) => {
+                if let Some((disk, _)) = first {
+                    logout_quietly(disk).await;
+                }
+                return Err(e);
+            }
+        };
+        let identity = disk.report().identity().map(|d| d.render());
+        let Some((_, want)) = &first else {
+            info!(url = %redact(&shown[0]), identity = identity.as_deref().unwrap_or("none"), "path 1 logged in");
+            first = Some((disk, identity));
+            continue;
+        };
+        let same = identity.is_some() && identity == *want;
+        let mismatch = (!same).then(|| mismatch(shown, path, want.as_deref(), identity.as_deref()));
+        logout_quietly(disk).await;
+        if let Some(error) = mismatch {
+            if let Some((disk, _)) = first {
+                logout_quietly(disk).await;
+            }
+            return Err(Failure::new(exit::OTHER, error));
+        }
+        info!(
+            path = path + 1,
+            "path verified: same LU; not serving it until multipath lands"
+        );
+    }
+    first
+        .map(|(disk, _)| disk)
+        .ok_or_else(|| Failure::new(exit::USAGE, anyhow!("no URL given")))
+}
+
+fn mismatch(shown: &[String], path: usize, want: Option<&str>, got: Option<&str>) -> anyhow::Error {
+    let url = |i: usize| shown.get(i).map(|s| redact(s)).unwrap_or_default();
+    anyhow!(
+        "path {} ({}) reports LU identity {} but path 1 ({}) reports {}: not paths to one LU, \
+         refusing to export",
+        path + 1,
+        url(path),
+        got.unwrap_or("none (no VPD 0x83 designator)"),
+        url(0),
+        want.unwrap_or("none (no VPD 0x83 designator)"),
+    )
+}
+
+/// Serves until a signal, then detaches and drains.
+async fn serve(plan: &Plan, disk: &Arc<ScsiDisk>) -> Result<(), Failure> {
+    let export = Export {
+        name: plan.name.clone(),
+        description: format!("sanshim export {}", plan.name),
+        device: Arc::clone(disk) as Arc<dyn BlockDevice>,
+        read_only: plan.read_only,
+    };
+    let server = Server::new(Config::default(), vec![export]).map_err(|e| anyhow!(e))?;
+    let mut signals = Signals::new()?;
+    let mut tasks = JoinSet::new();
+    let mut uris = Vec::new();
+    for addr in &plan.listen {
+        let listener = match addr.bind().await {
+            Ok(l) => l,
+            Err(e) => {
+                drain(&server, &mut tasks).await;
+                return Err(Failure::from(anyhow!("cannot listen on {addr}: {e}")));
+            }
+        };
+        uris.push(listener.uri(&plan.name));
+        let server = server.clone();
+        tasks.spawn(async move { server.serve(listener).await });
+    }
+    let attachment = match &plan.attach {
+        None => None,
+        Some(device) => {
+            match kernel::attach(&server, &plan.name, device, &attach_options()).await {
+                Ok(a) => {
+                    info!(device = %device.display(), method = ?a.method(), "kernel device attached");
+                    Some(a)
+                }
+                Err(e) => {
+                    drain(&server, &mut tasks).await;
+                    return Err(attach_failure(e));
+                }
+            }
+        }
+    };
+    for uri in &uris {
+        println!("{uri}");
+    }
+    info!(
+        export = plan.name,
+        read_only = plan.read_only,
+        "serving; SIGINT or SIGTERM stops"
+    );
+    signals.recv().await;
+    info!("stopping: detaching, draining in-flight requests");
+    let stop = async {
+        let detached = match attachment {
+            Some(a) => a.detach().await.map_err(attach_failure),
+            None => Ok(()),
+        };
+        drain(&server, &mut tasks).await;
+        detached
+    };
+    tokio::select! {
+        r = stop => r,
+        () = signals.recv() => Err(Failure::from(anyhow!("second signal: stopped without draining"))),
+    }
+}
+
+async fn drain(server: &Server, tasks: &mut JoinSet<()>) {
+    server.shutdown();
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Flushes the device's cache (unless read-only) and logs out.
+async fn close(disk: Arc<ScsiDisk>) -> Result<(), Failure> {
+    let scsi = |e| Failure::new(exit::SCSI, anyhow!("SYNCHRONIZE CACHE on exit failed: {e}"));
+    match Arc::try_unwrap(disk) {
+        Ok(disk) => disk.close().await.map_err(scsi)?,
+        // A kernel connection that did not end on detach still holds the device: flush, and
+        // let the session end with the process (the target sees the connection close).
+        Err(disk) => {
+            warn!("the device is still in use: exiting without a logout");
+            if !disk.geometry().read_only {
+                disk.flush().await.map_err(scsi)?;
+            }
+        }
+    }
+    info!("flushed and logged out");
+    Ok(())
+}
+
+async fn logout_quietly(disk: ScsiDisk) {
+    if let Err(e) = disk.close().await {
+        warn!(error = %e, "logout failed");
+    }
+}
+
+fn attach_options() -> AttachOptions {
+    AttachOptions {
+        // Long enough for a path to be re-established under the kernel's feet.
+        dead_conn_timeout: Duration::from_secs(120),
+        ..AttachOptions::default()
+    }
+}
+
+fn attach_failure(e: AttachError) -> Failure {
+    match e {
+        AttachError::InUse(_) => Failure::new(
+            exit::OTHER,
+            anyhow!("{e} (detach it first, e.g. nbd-client -d DEVICE)"),
+        ),
+        other => Failure::new(exit::OTHER, anyhow!(other)),
+    }
+}
+
+/// `unix:/run/sanshim/NAME.sock`, creating /run/sanshim (mode 0700) if needed.
+fn default_listener(name: &str) -> Result<ListenAddr, Failure> {
+    let dir = PathBuf::from(RUN_DIR);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| anyhow!("cannot create {RUN_DIR}: {e} (or give --listen)"))?;
+    Ok(ListenAddr::Unix(
+        dir.join(format!("{}.sock", name.replace('/', "_"))),
+    ))
+}
+
+/// The export name when `--name` is not given: see [`ExportArgs::name`].
+fn default_name(url: &IscsiUrl) -> String {
+    let target = url.target().as_str();
+    let last = target.rsplit(':').next().unwrap_or(target);
+    let clean = !last.is_empty()
+        && last
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if clean {
+        format!("{last}-lun{}", url.lun())
+    } else {
+        "sanshim".to_owned()
+    }
+}
+
+/// Parses a number of seconds (fractions allowed, at most a day) for a clap argument.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{s}: expected 0 <= SECS <= 86400"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+const RUN_DIR: &str = "/run/sanshim";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn test_default_name() {
+        let url = |s: &str| IscsiUrl::parse(s).unwrap();
+        assert_eq!(
+            default_name(&url("iscsi://h/iqn.2026-11.local.demo:disk1/1")),
+            "disk1-lun1"
+        );
+        assert_eq!(
+            default_name(&url("iscsi://h/iqn.2026-11.local.demo/3")),
+            "iqn.2026-11.local.demo-lun3"
+        );
+        assert_eq!(
+            default_name(&url("iscsi://h/iqn.2026-11.local.demo:/0")),
+            "sanshim"
+        );
+    }
+
+    #[test]
+    fn test_parse_secs() {
+        assert_eq!(parse_secs("5"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
+        for bad in ["-1", "x", "NaN", "inf", "1e9"] {
+            assert!(parse_secs(bad).is_err(), "{bad}");
+        }
+    }
+}
