@@ -23,9 +23,9 @@ use sanshim_bench::{
 };
 use sanshim_blockdev::{BlockDevice, ErrorKind};
 use sanshim_initiator::disk::{DiskOptions, ScsiDisk};
-use sanshim_initiator::url::IscsiUrl;
+
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tracing::warn;
 
 use super::session::{Context, parse_url, redact};
 use crate::cli::Global;
@@ -125,7 +125,10 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<ExitCode, Failure> {
     let quiet = global.quiet;
     let rt = super::runtime()?;
     rt.block_on(async {
-        let disk = Arc::new(open_paths(&ctx, &args.urls, &urls, &disk_options).await?);
+        let disk = Arc::new(
+            ctx.open_paths(&args.urls, &urls, &disk_options, "benchmark")
+                .await?,
+        );
         let device = Arc::clone(&disk) as Arc<dyn BlockDevice>;
         let result = sanshim_bench::run(device, &options, |p| {
             if !quiet {
@@ -150,59 +153,6 @@ const DEFAULT_TIME: Duration = Duration::from_secs(10);
 /// The largest [`DiskOptions::queue_depth`] a session takes.
 const MAX_SESSION_DEPTH: u32 = 512;
 
-/// Opens every path, checks that all report the first one's identity and keeps the first.
-async fn open_paths(
-    ctx: &Context<'_>,
-    shown: &[String],
-    urls: &[IscsiUrl],
-    options: &DiskOptions,
-) -> Result<ScsiDisk, Failure> {
-    let mut first: Option<(ScsiDisk, Option<String>)> = None;
-    for (path, url) in urls.iter().enumerate() {
-        let disk = match ctx.open_disk(url, path as u32, *options).await {
-            Ok(disk) => disk,
-            Err(e) => {
-                if let Some((disk, _)) = first {
-                    logout_quietly(disk).await;
-                }
-                return Err(e);
-            }
-        };
-        let identity = disk.report().identity().map(|d| d.render());
-        let Some((_, want)) = &first else {
-            first = Some((disk, identity));
-            continue;
-        };
-        let same = identity.is_some() && identity == *want;
-        let refused = (!same).then(|| mismatch(shown, path, want.as_deref(), identity.as_deref()));
-        logout_quietly(disk).await;
-        if let Some(error) = refused {
-            if let Some((disk, _)) = first {
-                logout_quietly(disk).await;
-            }
-            return Err(Failure::new(exit::OTHER, error));
-        }
-        info!(path = path + 1, "path verified: same LU");
-    }
-    first
-        .map(|(disk, _)| disk)
-        .ok_or_else(|| Failure::new(exit::USAGE, anyhow!("no URL given")))
-}
-
-fn mismatch(shown: &[String], path: usize, want: Option<&str>, got: Option<&str>) -> anyhow::Error {
-    let url = |i: usize| shown.get(i).map(|s| redact(s)).unwrap_or_default();
-    let none = "none (no VPD 0x83 designator)";
-    anyhow!(
-        "path {} ({}) reports LU identity {} but path 1 ({}) reports {}: not paths to one LU, \
-         refusing to benchmark",
-        path + 1,
-        url(path),
-        got.unwrap_or(none),
-        url(0),
-        want.unwrap_or(none),
-    )
-}
-
 /// Logs out; [`ScsiDisk::close`] first flushes the cache of a writable disk (after the
 /// measurement, not part of it).
 async fn close(disk: Arc<ScsiDisk>) -> Result<(), Failure> {
@@ -217,12 +167,6 @@ async fn close(disk: Arc<ScsiDisk>) -> Result<(), Failure> {
             warn!("the device is still in use: exiting without a logout");
             Ok(())
         }
-    }
-}
-
-async fn logout_quietly(disk: ScsiDisk) {
-    if let Err(e) = disk.close().await {
-        warn!(error = %e, "logout failed");
     }
 }
 

@@ -32,7 +32,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::session::{Context, parse_url, redact};
+use super::session::{Context, parse_url};
 use crate::cli::Global;
 use crate::exit::{self, Failure};
 
@@ -122,7 +122,10 @@ pub fn run(global: &Global, args: ExportArgs) -> Result<ExitCode, Failure> {
     let options = args.disk.options(args.read_only);
     let rt = super::runtime()?;
     rt.block_on(async {
-        let disk = Arc::new(open_paths(&ctx, &args.urls, &urls, &options).await?);
+        let disk = Arc::new(
+            ctx.open_paths(&args.urls, &urls, &options, "export")
+                .await?,
+        );
         let read_only = disk.geometry().read_only;
         if read_only && !args.read_only {
             warn!("the LUN is write-protected: exporting it read-only");
@@ -193,63 +196,6 @@ impl Signals {
             _ = self.term.recv() => {}
         }
     }
-}
-
-/// Opens every path, checks that all report the first one's identity and keeps the first.
-async fn open_paths(
-    ctx: &Context<'_>,
-    shown: &[String],
-    urls: &[IscsiUrl],
-    options: &DiskOptions,
-) -> Result<ScsiDisk, Failure> {
-    let mut first: Option<(ScsiDisk, Option<String>)> = None;
-    for (path, url) in urls.iter().enumerate() {
-        let opened = ctx.open_disk(url, path as u32, *options).await;
-        let disk = match opened {
-            Ok(disk) => disk,
-            Err(e) => {
-                if let Some((disk, _)) = first {
-                    logout_quietly(disk).await;
-                }
-                return Err(e);
-            }
-        };
-        let identity = disk.report().identity().map(|d| d.render());
-        let Some((_, want)) = &first else {
-            info!(url = %redact(&shown[0]), identity = identity.as_deref().unwrap_or("none"), "path 1 logged in");
-            first = Some((disk, identity));
-            continue;
-        };
-        let same = identity.is_some() && identity == *want;
-        let mismatch = (!same).then(|| mismatch(shown, path, want.as_deref(), identity.as_deref()));
-        logout_quietly(disk).await;
-        if let Some(error) = mismatch {
-            if let Some((disk, _)) = first {
-                logout_quietly(disk).await;
-            }
-            return Err(Failure::new(exit::OTHER, error));
-        }
-        info!(
-            path = path + 1,
-            "path verified: same LU; not serving it until multipath lands"
-        );
-    }
-    first
-        .map(|(disk, _)| disk)
-        .ok_or_else(|| Failure::new(exit::USAGE, anyhow!("no URL given")))
-}
-
-fn mismatch(shown: &[String], path: usize, want: Option<&str>, got: Option<&str>) -> anyhow::Error {
-    let url = |i: usize| shown.get(i).map(|s| redact(s)).unwrap_or_default();
-    anyhow!(
-        "path {} ({}) reports LU identity {} but path 1 ({}) reports {}: not paths to one LU, \
-         refusing to export",
-        path + 1,
-        url(path),
-        got.unwrap_or("none (no VPD 0x83 designator)"),
-        url(0),
-        want.unwrap_or("none (no VPD 0x83 designator)"),
-    )
 }
 
 /// Serves until a signal, then detaches and drains.
@@ -336,12 +282,6 @@ async fn close(disk: Arc<ScsiDisk>) -> Result<(), Failure> {
     }
     info!("flushed and logged out");
     Ok(())
-}
-
-async fn logout_quietly(disk: ScsiDisk) {
-    if let Err(e) = disk.close().await {
-        warn!(error = %e, "logout failed");
-    }
 }
 
 fn attach_options() -> AttachOptions {

@@ -14,7 +14,7 @@ use sanshim_initiator::transport::{
 };
 use sanshim_initiator::url::{Host, IscsiUrl, UrlError};
 use sanshim_initiator::wire::Isid;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::cli::{DigestChoice, Global};
 use crate::creds::{self, UrlCredentials};
@@ -241,4 +241,86 @@ fn digest(choice: DigestChoice) -> DigestPref {
         DigestChoice::None => DigestPref::None,
         DigestChoice::PreferCrc32c => DigestPref::PreferCrc32c,
     }
+}
+
+impl Context<'_> {
+    /// Opens every URL as a path to one LU, checks that each reports the first one's identity
+    /// (INQUIRY VPD 0x83) and keeps the first; the others are logged out again until
+    /// multipath drives them. `shown` are the URLs as the user gave them (for messages) and
+    /// `purpose` names what is refused on a mismatch ("export", "benchmark").
+    ///
+    /// # Errors
+    /// The first path's [`Failure`], or exit 1 naming both paths and identities when they
+    /// differ.
+    pub async fn open_paths(
+        &self,
+        shown: &[String],
+        urls: &[IscsiUrl],
+        options: &DiskOptions,
+        purpose: &str,
+    ) -> Result<ScsiDisk, Failure> {
+        let mut first: Option<(ScsiDisk, Option<String>)> = None;
+        for (path, url) in urls.iter().enumerate() {
+            let disk = match self.open_disk(url, path as u32, *options).await {
+                Ok(disk) => disk,
+                Err(e) => {
+                    if let Some((disk, _)) = first {
+                        logout_quietly(disk).await;
+                    }
+                    return Err(e);
+                }
+            };
+            let identity = disk.report().identity().map(|d| d.render());
+            let Some((_, want)) = &first else {
+                let shown_url = shown.first().map(|s| redact(s)).unwrap_or_default();
+                info!(url = %shown_url, identity = identity.as_deref().unwrap_or("none"), "path 1 logged in");
+                first = Some((disk, identity));
+                continue;
+            };
+            let same = identity.is_some() && identity == *want;
+            let refused = (!same)
+                .then(|| mismatch(shown, path, want.as_deref(), identity.as_deref(), purpose));
+            logout_quietly(disk).await;
+            if let Some(error) = refused {
+                if let Some((disk, _)) = first {
+                    logout_quietly(disk).await;
+                }
+                return Err(Failure::new(exit::OTHER, error));
+            }
+            info!(
+                path = path + 1,
+                "path verified: same LU; not driven until multipath lands"
+            );
+        }
+        first
+            .map(|(disk, _)| disk)
+            .ok_or_else(|| Failure::new(exit::USAGE, anyhow!("no URL given")))
+    }
+}
+
+/// Logs a disk out (SYNCHRONIZE CACHE first when writable); a failure is only logged.
+pub async fn logout_quietly(disk: ScsiDisk) {
+    if let Err(e) = disk.close().await {
+        warn!(error = %e, "logout failed");
+    }
+}
+
+fn mismatch(
+    shown: &[String],
+    path: usize,
+    want: Option<&str>,
+    got: Option<&str>,
+    purpose: &str,
+) -> anyhow::Error {
+    let url = |i: usize| shown.get(i).map(|s| redact(s)).unwrap_or_default();
+    let none = "none (no VPD 0x83 designator)";
+    anyhow!(
+        "path {} ({}) reports LU identity {} but path 1 ({}) reports {}: not paths to one LU, \
+         refusing to {purpose}",
+        path + 1,
+        url(path),
+        got.unwrap_or(none),
+        url(0),
+        want.unwrap_or(none),
+    )
 }
