@@ -5,10 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::anyhow;
 use clap::Args;
-use sanshim_initiator::discovery::DiscoveredTarget;
+use sanshim_initiator::discovery::{self, DiscoveredTarget};
 use sanshim_initiator::inspect;
 use sanshim_initiator::transport::{self, Portal, SingleClient};
-use sanshim_initiator::url::IscsiUrl;
 use serde_json::{Value, json};
 
 use super::ls::{human, inspect_failure, lun_json};
@@ -70,34 +69,21 @@ fn no_creds() -> UrlCredentials<'static> {
     }
 }
 
-/// Parses `HOST[:PORT]` / `[V6]:PORT` into a portal.
+/// Parses `HOST[:PORT]` / `[V6]:PORT` into a portal, with the TargetAddress parser of
+/// discovery; a command line takes neither a portal group tag nor an unbracketed IPv6 address.
 fn parse_portal(s: &str) -> Result<Portal, Failure> {
-    let usage = |why: &str| Failure::new(exit::USAGE, anyhow!("portal {s:?}: {why}"));
-    let (host, port) = match s.strip_prefix('[') {
-        Some(rest) => {
-            let (host, rest) = rest.split_once(']').ok_or_else(|| usage("missing ']'"))?;
-            (host, rest.strip_prefix(':'))
-        }
-        None => match s.rsplit_once(':') {
-            Some((h, p)) if !h.contains(':') => (h, Some(p)),
-            Some(_) => return Err(usage("write IPv6 addresses in brackets: [ADDR]:PORT")),
-            None => (s, None),
-        },
-    };
-    if host.is_empty() {
-        return Err(usage("no host"));
+    let usage =
+        |why: &dyn std::fmt::Display| Failure::new(exit::USAGE, anyhow!("portal {s:?}: {why}"));
+    if s.contains(',') {
+        return Err(usage(&"a portal group tag (,TPGT) is not taken here"));
     }
-    let port = match port {
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|&p| p != 0)
-            .ok_or_else(|| usage("bad port"))?,
-        None => IscsiUrl::DEFAULT_PORT,
-    };
+    let parsed = discovery::Portal::parse(s).map_err(|e| usage(&e))?;
+    if parsed.host.contains(':') && !s.starts_with('[') {
+        return Err(usage(&"write IPv6 addresses in brackets: [ADDR]:PORT"));
+    }
     Ok(Portal {
-        host: host.to_string(),
-        port,
+        host: parsed.host,
+        port: parsed.port,
     })
 }
 
