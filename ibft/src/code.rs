@@ -4,44 +4,9 @@
 //! Code points are open newtypes: an unknown value survives a parse/emit round trip and
 //! `Debug` prints the name of a known one.
 
-use std::fmt;
-
-/// Defines an open newtype over `u8` with named associated constants and a naming `Debug`.
-macro_rules! code_point {
-    (
-        $(#[$meta:meta])*
-        $name:ident { $($(#[$cmeta:meta])* $konst:ident = $value:expr),+ $(,)? }
-    ) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Eq, Hash, Ord, PartialEq, PartialOrd)]
-        pub struct $name(pub u8);
-
-        impl $name {
-            $($(#[$cmeta])* pub const $konst: $name = $name($value);)+
-
-            /// The name of a known code point, `None` for an unknown one.
-            pub fn name(self) -> Option<&'static str> {
-                match self {
-                    $($name::$konst => Some(stringify!($konst)),)+
-                    _ => None,
-                }
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.name() {
-                    Some(name) => f.write_str(name),
-                    None => write!(f, "{}({})", stringify!($name), self.0),
-                }
-            }
-        }
-    };
-}
-
-code_point! {
+sanshim_codepoint::code_point! {
     /// The id in a structure header (§3.2).
-    StructureId {
+    pub struct StructureId(u8) as "{}" {
         /// Reserved; never a valid structure.
         RESERVED = 0,
         /// The control structure, always at offset 48.
@@ -57,9 +22,9 @@ code_point! {
     }
 }
 
-code_point! {
+sanshim_codepoint::code_point! {
     /// Where a NIC's IP address came from (§3.5.2, the values of Windows' `NL_PREFIX_ORIGIN`).
-    Origin {
+    pub struct Origin(u8) as "{}" {
         /// Some other source.
         OTHER = 0,
         /// Configured by hand.
@@ -75,9 +40,9 @@ code_point! {
     }
 }
 
-code_point! {
+sanshim_codepoint::code_point! {
     /// How the initiator authenticates to a target (§3.5.3).
-    ChapType {
+    pub struct ChapType(u8) as "{}" {
         /// No authentication.
         NONE = 0,
         /// One-way CHAP: the initiator proves its secret.

@@ -133,15 +133,15 @@ impl BlockDeviceCharacteristics {
     }
 }
 
-open_enum! {
+sanshim_codepoint::code_point! {
     /// The PROVISIONING TYPE of the Logical Block Provisioning page (SBC-4 §6.6.6, table 263).
-    pub struct ProvisioningType(u8) {
+    pub struct ProvisioningType(u8) as "{:#04x}" {
         /// Fully provisioned, or not reported.
-        FULL = 0, "fully provisioned";
+        FULL = 0 => "fully provisioned",
         /// Resource provisioned.
-        RESOURCE = 1, "resource provisioned";
+        RESOURCE = 1 => "resource provisioned",
         /// Thin provisioned.
-        THIN = 2, "thin provisioned";
+        THIN = 2 => "thin provisioned",
     }
 }
 

@@ -13,55 +13,55 @@ use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 use super::inquiry::{VpdPage, vpd_body};
 use super::{ParseError, ascii_text, hex, trim_ascii};
 
-open_enum! {
+sanshim_codepoint::code_point! {
     /// The CODE SET of a designator (SPC-5 §7.7.6.1, table 486).
-    pub struct CodeSet(u8) {
+    pub struct CodeSet(u8) as "{:#04x}" {
         /// Binary values.
-        BINARY = 1, "binary";
+        BINARY = 1 => "binary",
         /// Printable ASCII.
-        ASCII = 2, "ASCII";
+        ASCII = 2 => "ASCII",
         /// UTF-8.
-        UTF8 = 3, "UTF-8";
+        UTF8 = 3 => "UTF-8",
     }
 }
 
-open_enum! {
+sanshim_codepoint::code_point! {
     /// What a designator names: its ASSOCIATION (SPC-5 §7.7.6.1, table 487).
-    pub struct Association(u8) {
+    pub struct Association(u8) as "{:#04x}" {
         /// The logical unit.
-        LOGICAL_UNIT = 0, "logical unit";
+        LOGICAL_UNIT = 0 => "logical unit",
         /// The target port the command came through.
-        TARGET_PORT = 1, "target port";
+        TARGET_PORT = 1 => "target port",
         /// The SCSI target device containing the logical unit.
-        TARGET_DEVICE = 2, "target device";
+        TARGET_DEVICE = 2 => "target device",
     }
 }
 
-open_enum! {
+sanshim_codepoint::code_point! {
     /// The DESIGNATOR TYPE (SPC-5 §7.7.6.1, table 488).
-    pub struct DesignatorType(u8) {
+    pub struct DesignatorType(u8) as "{:#04x}" {
         /// Vendor specific.
-        VENDOR_SPECIFIC = 0x0, "vendor specific";
+        VENDOR_SPECIFIC = 0x0 => "vendor specific",
         /// T10 vendor ID based.
-        T10_VENDOR_ID = 0x1, "T10 vendor ID";
+        T10_VENDOR_ID = 0x1 => "T10 vendor ID",
         /// EUI-64 based.
-        EUI64 = 0x2, "EUI-64";
+        EUI64 = 0x2 => "EUI-64",
         /// NAA (Network Address Authority).
-        NAA = 0x3, "NAA";
+        NAA = 0x3 => "NAA",
         /// Relative target port identifier.
-        RELATIVE_TARGET_PORT = 0x4, "relative target port";
+        RELATIVE_TARGET_PORT = 0x4 => "relative target port",
         /// Target port group.
-        TARGET_PORT_GROUP = 0x5, "target port group";
+        TARGET_PORT_GROUP = 0x5 => "target port group",
         /// Logical unit group.
-        LOGICAL_UNIT_GROUP = 0x6, "logical unit group";
+        LOGICAL_UNIT_GROUP = 0x6 => "logical unit group",
         /// MD5 logical unit identifier.
-        MD5_LU_ID = 0x7, "MD5 logical unit identifier";
+        MD5_LU_ID = 0x7 => "MD5 logical unit identifier",
         /// SCSI name string (for iSCSI: the iSCSI name, with `,t,0x..` for a port).
-        SCSI_NAME_STRING = 0x8, "SCSI name string";
+        SCSI_NAME_STRING = 0x8 => "SCSI name string",
         /// Protocol specific port identifier.
-        PROTOCOL_SPECIFIC_PORT = 0x9, "protocol specific port identifier";
+        PROTOCOL_SPECIFIC_PORT = 0x9 => "protocol specific port identifier",
         /// UUID identifier.
-        UUID = 0xa, "UUID";
+        UUID = 0xa => "UUID",
     }
 }
 

@@ -6,35 +6,35 @@ use zerocopy::{FromBytes, Immutable, KnownLayout, Unaligned};
 
 use super::{ParseError, PeripheralDeviceType, PeripheralQualifier, ascii_text, require};
 
-open_enum! {
+sanshim_codepoint::code_point! {
     /// A vital product data page code (SPC-5 §7.7.1, table 479; SBC-4 §6.6).
-    pub struct VpdPage(u8) {
+    pub struct VpdPage(u8) as "{:#04x}" {
         /// Supported VPD Pages.
-        SUPPORTED_PAGES = 0x00, "Supported VPD Pages";
+        SUPPORTED_PAGES = 0x00 => "Supported VPD Pages",
         /// Unit Serial Number.
-        UNIT_SERIAL_NUMBER = 0x80, "Unit Serial Number";
+        UNIT_SERIAL_NUMBER = 0x80 => "Unit Serial Number",
         /// Device Identification.
-        DEVICE_IDENTIFICATION = 0x83, "Device Identification";
+        DEVICE_IDENTIFICATION = 0x83 => "Device Identification",
         /// Extended INQUIRY Data.
-        EXTENDED_INQUIRY = 0x86, "Extended INQUIRY Data";
+        EXTENDED_INQUIRY = 0x86 => "Extended INQUIRY Data",
         /// Mode Page Policy.
-        MODE_PAGE_POLICY = 0x87, "Mode Page Policy";
+        MODE_PAGE_POLICY = 0x87 => "Mode Page Policy",
         /// SCSI Ports.
-        SCSI_PORTS = 0x88, "SCSI Ports";
+        SCSI_PORTS = 0x88 => "SCSI Ports",
         /// ATA Information.
-        ATA_INFORMATION = 0x89, "ATA Information";
+        ATA_INFORMATION = 0x89 => "ATA Information",
         /// Power Condition.
-        POWER_CONDITION = 0x8a, "Power Condition";
+        POWER_CONDITION = 0x8a => "Power Condition",
         /// Third-party Copy.
-        THIRD_PARTY_COPY = 0x8f, "Third-party Copy";
+        THIRD_PARTY_COPY = 0x8f => "Third-party Copy",
         /// Block Limits (SBC).
-        BLOCK_LIMITS = 0xb0, "Block Limits";
+        BLOCK_LIMITS = 0xb0 => "Block Limits",
         /// Block Device Characteristics (SBC).
-        BLOCK_DEVICE_CHARACTERISTICS = 0xb1, "Block Device Characteristics";
+        BLOCK_DEVICE_CHARACTERISTICS = 0xb1 => "Block Device Characteristics",
         /// Logical Block Provisioning (SBC).
-        LOGICAL_BLOCK_PROVISIONING = 0xb2, "Logical Block Provisioning";
+        LOGICAL_BLOCK_PROVISIONING = 0xb2 => "Logical Block Provisioning",
         /// Referrals (SBC).
-        REFERRALS = 0xb3, "Referrals";
+        REFERRALS = 0xb3 => "Referrals",
     }
 }
 

@@ -5,59 +5,12 @@
 
 use core::fmt;
 
-/// Declares an open newtype over an integer with named associated constants and a `Debug`
-/// that prints the name (or `Type(0x..)` for unregistered values).
-macro_rules! open_code {
-    (
-        $(#[$meta:meta])*
-        $name:ident($repr:ty) {
-            $( $(#[$cmeta:meta])* $const:ident = $value:expr, )*
-        }
-    ) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Default, Eq, Hash, Ord, PartialEq, PartialOrd)]
-        pub struct $name(pub $repr);
-
-        impl $name {
-            $( $(#[$cmeta])* pub const $const: Self = Self($value); )*
-
-            /// The registered name of this value, if it has one.
-            pub fn name(self) -> Option<&'static str> {
-                match self {
-                    $( Self::$const => Some(stringify!($const)), )*
-                    _ => None,
-                }
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.name() {
-                    Some(name) => f.write_str(name),
-                    None => write!(f, "{}({:#x})", stringify!($name), self.0),
-                }
-            }
-        }
-
-        impl From<$repr> for $name {
-            fn from(value: $repr) -> Self {
-                Self(value)
-            }
-        }
-
-        impl From<$name> for $repr {
-            fn from(value: $name) -> Self {
-                value.0
-            }
-        }
-    };
-}
-
-open_code! {
+sanshim_codepoint::code_point! {
     /// PDU opcode (RFC 7143 §11.2.1.2): the low six bits of byte 0 of the BHS.
     ///
     /// Opcodes `0x00..=0x1f` are sent by initiators, `0x20..=0x3f` by targets.
-    Opcode(u8) {
+    #[derive(Default)]
+    pub struct Opcode(u8) {
         /// NOP-Out (§11.18).
         NOP_OUT = 0x00,
         /// SCSI Command (§11.3).
@@ -124,9 +77,10 @@ impl Opcode {
     }
 }
 
-open_code! {
+sanshim_codepoint::code_point! {
     /// Login stage (RFC 7143 §11.12.3, CSG and NSG); 2 is reserved.
-    Stage(u8) {
+    #[derive(Default)]
+    pub struct Stage(u8) {
         /// SecurityNegotiation.
         SECURITY = 0,
         /// LoginOperationalNegotiation.
@@ -136,9 +90,10 @@ open_code! {
     }
 }
 
-open_code! {
+sanshim_codepoint::code_point! {
     /// Login response status, `class << 8 | detail` (RFC 7143 §11.13.5).
-    LoginStatus(u16) {
+    #[derive(Default)]
+    pub struct LoginStatus(u16) {
         /// Login is proceeding OK.
         SUCCESS = 0x0000,
         /// The requested target has moved temporarily (see TargetAddress).
@@ -195,9 +150,10 @@ impl LoginStatus {
     }
 }
 
-open_code! {
+sanshim_codepoint::code_point! {
     /// SCSI status byte (SAM-5 §5.3; carried in SCSI Response and Data-In).
-    ScsiStatus(u8) {
+    #[derive(Default)]
+    pub struct ScsiStatus(u8) {
         /// The command completed.
         GOOD = 0x00,
         /// Sense data describe an error or exception.
@@ -217,9 +173,10 @@ open_code! {
     }
 }
 
-open_code! {
+sanshim_codepoint::code_point! {
     /// Reject reason (RFC 7143 §11.17.1).
-    RejectReason(u8) {
+    #[derive(Default)]
+    pub struct RejectReason(u8) {
         /// Data (payload) digest error.
         DATA_DIGEST_ERROR = 0x02,
         /// SNACK reject.
@@ -245,9 +202,10 @@ open_code! {
     }
 }
 
-open_code! {
+sanshim_codepoint::code_point! {
     /// Task management function (RFC 7143 §11.5.1), seven bits.
-    TmFunction(u8) {
+    #[derive(Default)]
+    pub struct TmFunction(u8) {
         /// ABORT TASK.
         ABORT_TASK = 1,
         /// ABORT TASK SET.
@@ -267,9 +225,10 @@ open_code! {
     }
 }
 
-open_code! {
+sanshim_codepoint::code_point! {
     /// Task management function response (RFC 7143 §11.6.1).
-    TmResponse(u8) {
+    #[derive(Default)]
+    pub struct TmResponse(u8) {
         /// Function complete.
         FUNCTION_COMPLETE = 0,
         /// Task does not exist.
@@ -289,9 +248,10 @@ open_code! {
     }
 }
 
-open_code! {
+sanshim_codepoint::code_point! {
     /// Logout reason code (RFC 7143 §11.14.1), seven bits.
-    LogoutReason(u8) {
+    #[derive(Default)]
+    pub struct LogoutReason(u8) {
         /// Close the session.
         CLOSE_SESSION = 0,
         /// Close the connection.
@@ -301,9 +261,10 @@ open_code! {
     }
 }
 
-open_code! {
+sanshim_codepoint::code_point! {
     /// Logout response (RFC 7143 §11.15.1).
-    LogoutResponseCode(u8) {
+    #[derive(Default)]
+    pub struct LogoutResponseCode(u8) {
         /// Connection or session closed successfully.
         SUCCESS = 0,
         /// CID not found.
@@ -315,9 +276,10 @@ open_code! {
     }
 }
 
-open_code! {
+sanshim_codepoint::code_point! {
     /// Asynchronous event code (RFC 7143 §11.9.1).
-    AsyncEvent(u8) {
+    #[derive(Default)]
+    pub struct AsyncEvent(u8) {
         /// A SCSI asynchronous event is reported in the sense data.
         SCSI_EVENT = 0,
         /// The target requests a logout.
@@ -335,9 +297,10 @@ open_code! {
     }
 }
 
-open_code! {
+sanshim_codepoint::code_point! {
     /// SCSI task attribute (RFC 7143 §11.3.1, ATTR), three bits.
-    TaskAttr(u8) {
+    #[derive(Default)]
+    pub struct TaskAttr(u8) {
         /// Untagged.
         UNTAGGED = 0,
         /// Simple.
@@ -351,9 +314,10 @@ open_code! {
     }
 }
 
-open_code! {
+sanshim_codepoint::code_point! {
     /// SNACK type (RFC 7143 §11.16.1), four bits.
-    SnackType(u8) {
+    #[derive(Default)]
+    pub struct SnackType(u8) {
         /// Data/R2T SNACK.
         DATA_R2T = 0,
         /// Status SNACK.

@@ -15,8 +15,6 @@
 mod handshake;
 mod transmission;
 
-use std::fmt;
-
 pub use self::handshake::{
     ExportNameReply, Greeting, InfoRequest, OptionHeader, OptionReplyHeader, emit_info_block_size,
     emit_info_export, emit_info_string, emit_option_reply, emit_server_entry,
@@ -119,38 +117,9 @@ pub enum WireError {
     StringTooLong(usize),
 }
 
-macro_rules! code_point {
-    ($(#[$meta:meta])* $name:ident($ty:ty) { $($(#[$cmeta:meta])* $konst:ident = $value:expr,)* }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Eq, Hash, PartialEq)]
-        pub struct $name(pub $ty);
-
-        impl $name {
-            $($(#[$cmeta])* pub const $konst: $name = $name($value);)*
-
-            /// The protocol name of a known value.
-            pub fn name(self) -> Option<&'static str> {
-                match self {
-                    $($name::$konst => Some(stringify!($konst)),)*
-                    _ => None,
-                }
-            }
-        }
-
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                match self.name() {
-                    Some(name) => f.write_str(name),
-                    None => write!(f, "{}({:#x})", stringify!($name), self.0),
-                }
-            }
-        }
-    };
-}
-
-code_point! {
+sanshim_codepoint::code_point! {
     /// An option the client sends during the handshake (`NBD_OPT_*`).
-    OptionCode(u32) {
+    pub struct OptionCode(u32) {
         /// Choose an export and enter transmission (the old way).
         EXPORT_NAME = 1,
         /// End the handshake.
@@ -176,9 +145,9 @@ code_point! {
     }
 }
 
-code_point! {
+sanshim_codepoint::code_point! {
     /// The type of an option reply (`NBD_REP_*`); errors have bit 31 set.
-    ReplyCode(u32) {
+    pub struct ReplyCode(u32) {
         /// The option succeeded (or a list ended).
         ACK = 1,
         /// One export of a list.
@@ -208,9 +177,9 @@ code_point! {
     }
 }
 
-code_point! {
+sanshim_codepoint::code_point! {
     /// A piece of export information (`NBD_INFO_*`) in `NBD_OPT_INFO`/`NBD_OPT_GO`.
-    InfoType(u16) {
+    pub struct InfoType(u16) {
         /// Size and transmission flags.
         EXPORT = 0,
         /// Canonical name.
@@ -222,9 +191,9 @@ code_point! {
     }
 }
 
-code_point! {
+sanshim_codepoint::code_point! {
     /// A transmission request type (`NBD_CMD_*`).
-    Command(u16) {
+    pub struct Command(u16) {
         /// Read data.
         READ = 0,
         /// Write data.
@@ -246,9 +215,9 @@ code_point! {
     }
 }
 
-code_point! {
+sanshim_codepoint::code_point! {
     /// The type of a structured reply chunk (`NBD_REPLY_TYPE_*`).
-    ChunkType(u16) {
+    pub struct ChunkType(u16) {
         /// No payload; ends a reply.
         NONE = 0,
         /// Data at an offset.
@@ -264,9 +233,9 @@ code_point! {
     }
 }
 
-code_point! {
+sanshim_codepoint::code_point! {
     /// An error value in a reply (proto.md "Error values").
-    Errno(u32) {
+    pub struct Errno(u32) {
         /// Operation not permitted (write to a read-only export).
         EPERM = 1,
         /// Input/output error.
