@@ -312,6 +312,20 @@ fn target_max_recv_data_segment_lengths() {
 }
 
 #[test]
+fn first_burst_above_max_burst_is_clamped() {
+    let Some(mut t) = target() else { return };
+    // tgtd keeps its default FirstBurstLength 65536 and answers it beside MaxBurstLength.
+    t.set_param(1, "MaxBurstLength", "16384");
+    let lun = ls_json(&t, &[], &[]);
+    let session = &lun["session"];
+    let first = session["first_burst_length"].as_u64().unwrap();
+    let max = session["max_burst_length"].as_u64().unwrap();
+    assert_eq!(max, 16384, "{session}");
+    assert!(first <= max, "FirstBurstLength clamped: {session}");
+    assert_eq!(lun["capacity_bytes"], 64 * MIB);
+}
+
+#[test]
 fn unknown_target_name_is_refused_with_exit_4() {
     let Some(t) = target() else { return };
     let bad = format!("iscsi://{}/iqn.2026-11.test.sanshim:nope/1", t.portal());

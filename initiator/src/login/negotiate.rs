@@ -66,14 +66,6 @@ pub enum NegotiationError {
         /// The key.
         key: String,
     },
-    /// FirstBurstLength came out larger than MaxBurstLength.
-    #[error("negotiated FirstBurstLength {first} exceeds MaxBurstLength {max}")]
-    BurstLengths {
-        /// Negotiated FirstBurstLength.
-        first: u32,
-        /// Negotiated MaxBurstLength.
-        max: u32,
-    },
 }
 
 /// Negotiation state for one connection's login: offers, answers and the running result.
@@ -219,12 +211,12 @@ impl Negotiation {
     ///
     /// Offers the target never answered take the value they would have with the target's RFC
     /// default (with a warning); answers we could not send (the target transited) are fine
-    /// only when they agree with what the target proposed.
+    /// only when they agree with what the target proposed. A FirstBurstLength above
+    /// MaxBurstLength is lowered to MaxBurstLength (with a warning).
     ///
     /// # Errors
     /// [`NegotiationError::Unanswered`] for an unsent disagreeing answer,
-    /// [`NegotiationError::Refused`] for an unanswered digest offer that excluded `None`,
-    /// [`NegotiationError::BurstLengths`] for FirstBurstLength > MaxBurstLength.
+    /// [`NegotiationError::Refused`] for an unanswered digest offer that excluded `None`.
     pub fn finish(mut self) -> Result<Negotiated, NegotiationError> {
         if let Some(reply) = self.replies.iter().find(|reply| !reply.agrees) {
             return Err(NegotiationError::Unanswered {
@@ -234,20 +226,30 @@ impl Negotiation {
         for key in std::mem::take(&mut self.offered) {
             self.apply_default_answer(key)?;
         }
-        let n = &self.result;
-        let first_burst_matters = !n.initial_r2t || n.immediate_data;
-        if first_burst_matters && n.first_burst_length > n.max_burst_length {
-            return Err(NegotiationError::BurstLengths {
-                first: n.first_burst_length,
-                max: n.max_burst_length,
-            });
-        }
+        self.clamp_first_burst();
         Ok(self.result)
     }
 
     /// The parameters agreed so far.
     pub fn current(&self) -> &Negotiated {
         &self.result
+    }
+
+    /// Lowers FirstBurstLength to MaxBurstLength. RFC 7143 §13.14 forbids a larger one, yet a
+    /// tgtd given only `MaxBurstLength 16384` keeps its default FirstBurstLength 65536 and
+    /// answers both; libiscsi logs in to such a target, so we use the smaller value too rather
+    /// than fail the login.
+    fn clamp_first_burst(&mut self) {
+        let n = &mut self.result;
+        if n.first_burst_length > n.max_burst_length {
+            tracing::warn!(
+                first_burst_length = n.first_burst_length,
+                max_burst_length = n.max_burst_length,
+                "the target negotiated FirstBurstLength above MaxBurstLength (RFC 7143 §13.14 \
+                 forbids it); clamped FirstBurstLength to MaxBurstLength"
+            );
+            n.first_burst_length = n.max_burst_length;
+        }
     }
 
     fn handle_answer(&mut self, key: OpKey, value: &str) -> Result<(), NegotiationError> {

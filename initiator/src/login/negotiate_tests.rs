@@ -333,19 +333,18 @@ fn unsent_disagreeing_answer_fails_finish() {
 }
 
 #[test]
-fn burst_lengths_must_be_consistent() {
+fn first_burst_above_max_burst_is_clamped() {
+    // tgtd with `MaxBurstLength 16384` keeps its FirstBurstLength 65536 and answers both.
     let mut engine = Negotiation::new(Proposal::default(), SessionType::Normal);
     engine.offer();
-    engine.handle_pair("MaxBurstLength", "4096").unwrap();
-    engine.handle_pair("FirstBurstLength", "8192").unwrap();
-    assert!(matches!(
-        engine.clone().finish(),
-        Err(NegotiationError::BurstLengths { .. })
-    ));
-    // ...but FirstBurstLength does not matter with InitialR2T=Yes, ImmediateData=No.
+    engine.handle_pair("MaxBurstLength", "16384").unwrap();
+    engine.handle_pair("FirstBurstLength", "65536").unwrap();
+    let n = engine.clone().finish().unwrap();
+    assert_eq!((n.first_burst_length, n.max_burst_length), (16_384, 16_384));
+    // Also when FirstBurstLength does not matter (InitialR2T=Yes, ImmediateData=No).
     engine.handle_pair("InitialR2T", "Yes").unwrap();
     engine.handle_pair("ImmediateData", "No").unwrap();
-    assert!(engine.finish().is_ok());
+    assert_eq!(engine.finish().unwrap().first_burst_length, 16_384);
 }
 
 #[test]
@@ -406,10 +405,6 @@ proptest! {
         let result = negotiate(&ours, &theirs);
         let n = match result {
             Err(NegotiationError::Refused { .. }) => { prop_assert!(!compatible); return Ok(()); }
-            Err(NegotiationError::BurstLengths { first, max }) => {
-                prop_assert!(first > max);
-                return Ok(());
-            }
             Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
             Ok(n) => n,
         };
@@ -418,6 +413,7 @@ proptest! {
         prop_assert!(n.max_burst_length <= theirs.max_burst_length);
         prop_assert_eq!(n.max_burst_length, ours.max_burst_length.min(theirs.max_burst_length));
         prop_assert_eq!(n.first_burst_length, ours.first_burst_length.min(theirs.first_burst_length));
+        prop_assert!(n.first_burst_length <= n.max_burst_length);
         prop_assert_eq!(n.max_connections, ours.max_connections.min(theirs.max_connections));
         prop_assert_eq!(n.max_outstanding_r2t, ours.max_outstanding_r2t.min(theirs.max_outstanding_r2t));
         prop_assert_eq!(n.error_recovery_level, ours.error_recovery_level.min(theirs.error_recovery_level));
@@ -434,6 +430,19 @@ proptest! {
         let expect = |o: DigestPref, t: DigestPref| o != DigestPref::None && t != DigestPref::None;
         prop_assert_eq!(n.header_digest, expect(ours.header_digest, theirs.header_digest));
         prop_assert_eq!(n.data_digest, expect(ours.data_digest, theirs.data_digest));
+    }
+
+    #[test]
+    fn first_burst_never_exceeds_max_burst(
+        ours in proposal(), mut theirs in proposal(), their_fbl in 512u32..=MAX_LENGTH_VALUE,
+    ) {
+        // A target may hold a FirstBurstLength above its MaxBurstLength (tgtd does).
+        theirs.first_burst_length = their_fbl;
+        theirs.header_digest = DigestPref::PreferCrc32c;
+        theirs.data_digest = DigestPref::PreferCrc32c;
+        let n = negotiate(&ours, &theirs).unwrap();
+        let first = ours.first_burst_length.min(their_fbl).min(n.max_burst_length);
+        prop_assert_eq!(n.first_burst_length, first);
     }
 
     #[test]
@@ -475,6 +484,7 @@ proptest! {
         let _ = engine.take_replies();
         if let Ok(n) = engine.finish() {
             prop_assert!(n.max_burst_length <= Proposal::default().max_burst_length);
+            prop_assert!(n.first_burst_length <= n.max_burst_length);
             prop_assert!(n.error_recovery_level <= 2);
         }
     }
