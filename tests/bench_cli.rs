@@ -86,9 +86,46 @@ fn verified_runs_are_clean_for_every_pattern() {
         assert_eq!(doc["ops"], 64, "{rw}: 4 MiB in 64 KiB requests");
         assert_eq!(doc["bytes"], 4 * MIB);
         assert_eq!(doc["verify"]["blocks_checked"], 4 * MIB / 512, "{rw}");
+        assert_eq!(doc["verify"]["passes"], 1, "{rw}: --size makes one pass");
         assert_eq!(doc["verify"]["write"]["ops"], 64);
         assert_eq!(doc["verify"]["read"]["ops"], 64);
     }
+}
+
+#[test]
+fn timed_verify_repeats_passes_over_the_lun() {
+    let Some(t) = target() else { return };
+    // 32 MiB in 1 MiB requests: 32 per pass. How many passes fit depends on the machine; the
+    // figures must agree with each other whatever their number.
+    let out = bench(&[
+        "--rw",
+        "write",
+        "--bs",
+        "1m",
+        "--qd",
+        "8",
+        "--time",
+        "1.5",
+        "--verify",
+        "--json",
+        &url(&t, FILE_LUN),
+    ]);
+    out.expect_code(0);
+    let doc = out.json();
+    let passes = number(&doc, &["verify", "passes"]);
+    let written = number(&doc, &["verify", "write", "ops"]);
+    assert!(passes >= 1.0, "{doc}");
+    assert!(
+        (passes - 1.0) * 32.0 < written && written <= passes * 32.0,
+        "only the last pass may be partial: {doc}"
+    );
+    assert_eq!(number(&doc, &["verify", "read", "ops"]), written, "{doc}");
+    assert_eq!(
+        number(&doc, &["verify", "blocks_checked"]),
+        written * 2048.0,
+        "{doc}"
+    );
+    assert_eq!(number(&doc, &["ops"]), written, "the writes are measured");
 }
 
 #[test]

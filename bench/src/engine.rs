@@ -2,23 +2,25 @@
 //! timed into a shared histogram, with progress once per interval.
 //!
 //! ```text
-//!  run ──► pass (Load | VerifyWrite then VerifyRead)
+//!  run ──► pass (Load | VerifyWrite then VerifyRead, repeated while time is left)
 //!            ├─ qd workers: claim op number ─► slot ─► read/write ─► histogram, counters
 //!            └─ ticker: snapshot counters ─► progress callback
 //! ```
 //!
 //! Operation numbers are claimed from one atomic counter, so a size bound is exact and a
 //! verifying pass knows afterwards which numbers (and so which slots) were written.
+//!
+//! Time is tokio's clock ([`tokio::time::Instant`]), so that tests can run on paused time.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use sanshim_blockdev::{BlockDevice, BlockError};
 use tokio::task::JoinSet;
-use tokio::time::MissedTickBehavior;
+use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::cpu::CpuTime;
 use crate::histogram::AtomicHistogram;
@@ -47,14 +49,18 @@ pub enum BenchError {
         error: BlockError,
     },
     /// Blocks read back differ from what was written.
-    #[error("verification failed: {first} ({bad_blocks} of {checked_blocks} blocks bad)")]
+    #[error(
+        "verification failed: {first} ({bad_blocks} of {checked_blocks} blocks bad in pass {pass})"
+    )]
     Mismatch {
         /// The bad block with the lowest LBA.
         first: Mismatch,
         /// Number of bad blocks.
         bad_blocks: u64,
-        /// Number of blocks checked.
+        /// Number of blocks checked in the pass.
         checked_blocks: u64,
+        /// The pass that found them, from 1; the earlier passes were clean.
+        pass: u64,
     },
     /// A worker task panicked or was cancelled.
     #[error("a bench worker stopped abnormally: {0}")]
@@ -76,7 +82,6 @@ pub async fn run(
 ) -> Result<Report, BenchError> {
     let plan = Plan::new(device.geometry(), options)?;
     let seed = options.seed.unwrap_or_else(random_seed);
-    let tag = mix64(seed ^ TAG_SALT);
     let order = match (options.rw.is_random(), options.verify) {
         (false, _) => Order::Sequential,
         (true, false) => Order::Random,
@@ -96,26 +101,94 @@ pub async fn run(
         let (measured, _) = drive(make(mode, limit), options, &mut progress).await?;
         return Ok(report(options, &plan, measured, None));
     }
-    let write_pass = make(Mode::VerifyWrite { tag }, limit.min(plan.slots));
-    let (write, written) = drive(write_pass, options, &mut progress).await?;
-    let read_pass = make(Mode::VerifyRead { tag }, written);
-    let (read, pass) = drive_keep(read_pass, options, &mut progress).await?;
-    let checked_blocks = written.saturating_mul(plan.blocks_per_op);
-    if let Some(first) = pass.first_mismatch() {
-        return Err(BenchError::Mismatch {
-            first,
-            bad_blocks: pass.bad_blocks.load(Ordering::Relaxed),
-            checked_blocks,
-        });
-    }
-    let measured = if options.rw.is_write() { &write } else { &read };
-    let verify = VerifyReport {
-        tag,
-        write: write.clone(),
-        read: read.clone(),
-        blocks_checked: checked_blocks,
+    let verify = Verify {
+        make,
+        options,
+        plan: &plan,
+        first_tag: mix64(seed ^ TAG_SALT),
+        ops_per_pass: limit.min(plan.slots),
+        deadline: match options.bound {
+            Bound::Time(t) => Some(Instant::now() + t),
+            Bound::Bytes(_) => None,
+        },
+    };
+    let verify = verify.run(&mut progress).await?;
+    let measured = if options.rw.is_write() {
+        &verify.write
+    } else {
+        &verify.read
     };
     Ok(report(options, &plan, measured.clone(), Some(verify)))
+}
+
+/// The passes of a verifying run: each writes stamped blocks to the slots of the window (at
+/// most once each), then reads back exactly the ones it wrote. With a time bound, a pass that
+/// covered the whole window is followed by another while time is left; pass `n` (from 1)
+/// stamps tag `first_tag + n - 1`, so a block the device failed to rewrite reads back as the
+/// previous pass's and is caught. A size bound makes one pass.
+struct Verify<'a, F> {
+    make: F,
+    options: &'a BenchOptions,
+    plan: &'a Plan,
+    first_tag: u64,
+    ops_per_pass: u64,
+    /// When the time bound ends; a pass's writes stop there, its read-back does not.
+    deadline: Option<Instant>,
+}
+
+impl<F: Fn(Mode, u64) -> Pass> Verify<'_, F> {
+    /// Runs the passes; the report sums them.
+    async fn run(&self, progress: &mut impl FnMut(&Progress)) -> Result<VerifyReport, BenchError> {
+        let (mut total, mut written) = self.pass(1, progress).await?;
+        while written == self.ops_per_pass && self.time_left() {
+            let (next, n) = self.pass(total.passes + 1, progress).await?;
+            if n == 0 {
+                // The time ran out between the check and the first claim.
+                break;
+            }
+            total.absorb(&next);
+            written = n;
+        }
+        Ok(total)
+    }
+
+    /// Pass `number`: writes, reads back what was written, checks it. Returns the pass's
+    /// report and the operations it wrote.
+    async fn pass(
+        &self,
+        number: u64,
+        progress: &mut impl FnMut(&Progress),
+    ) -> Result<(VerifyReport, u64), BenchError> {
+        let tag = self.first_tag.wrapping_add(number - 1);
+        let mut write_pass = (self.make)(Mode::VerifyWrite { tag }, self.ops_per_pass);
+        write_pass.time = self
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        let (write, written) = drive(write_pass, self.options, progress).await?;
+        let read_pass = (self.make)(Mode::VerifyRead { tag }, written);
+        let (read, checked) = drive_keep(read_pass, self.options, progress).await?;
+        let blocks_checked = written.saturating_mul(self.plan.blocks_per_op);
+        if let Some(first) = checked.first_mismatch() {
+            return Err(BenchError::Mismatch {
+                first,
+                bad_blocks: checked.bad_blocks.load(Ordering::Relaxed),
+                checked_blocks: blocks_checked,
+                pass: number,
+            });
+        }
+        let report = VerifyReport {
+            tag: self.first_tag,
+            passes: 1,
+            write,
+            read,
+            blocks_checked,
+        };
+        Ok((report, written))
+    }
+
+    fn time_left(&self) -> bool {
+        self.deadline.is_some_and(|d| Instant::now() < d)
+    }
 }
 
 fn report(
@@ -271,10 +344,9 @@ impl Pass {
         seed: u64,
         limit: u64,
     ) -> Pass {
+        // Verify sets the time of its write passes from the run's deadline.
         let time = match (options.bound, mode) {
-            (Bound::Time(t), Mode::LoadRead | Mode::LoadWrite | Mode::VerifyWrite { .. }) => {
-                Some(t)
-            }
+            (Bound::Time(t), Mode::LoadRead | Mode::LoadWrite) => Some(t),
             _ => None,
         };
         Pass {
@@ -424,7 +496,7 @@ async fn drive_keep(
         workers.spawn(worker(Arc::clone(&pass), index));
     }
     let interval = options.progress_interval.max(Duration::from_millis(10));
-    let mut ticker = tokio::time::interval_at((start + interval).into(), interval);
+    let mut ticker = tokio::time::interval_at(start + interval, interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut ticks = Ticks::new(start);
     let mut failure = None;

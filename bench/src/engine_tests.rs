@@ -31,6 +31,8 @@ struct TestDisk {
     twist: Twist,
     now: AtomicUsize,
     max: AtomicUsize,
+    /// Requests the twist has counted (reads of its block, or writes).
+    seen: AtomicUsize,
 }
 
 enum Twist {
@@ -40,6 +42,16 @@ enum Twist {
     Corrupt(Vec<u64>),
     /// Acknowledges writes without doing them, as a `--bstype null` LUN does.
     DropWrites,
+    /// Acknowledges the write requests after the first `n` without doing them.
+    DropWritesAfter(usize),
+    /// Flips one byte (offset 100) of block `lba` the `nth` time (from 1) a read covers it.
+    CorruptNthRead { lba: u64, nth: usize },
+    /// Holds the `nth` write (from 1) covering block `lba` for `stall`.
+    StallNthWrite {
+        lba: u64,
+        nth: usize,
+        stall: Duration,
+    },
 }
 
 impl TestDisk {
@@ -49,7 +61,14 @@ impl TestDisk {
             twist,
             now: AtomicUsize::new(0),
             max: AtomicUsize::new(0),
+            seen: AtomicUsize::new(0),
         })
+    }
+
+    /// Counts a request covering `lba`; whether it is the `nth` such request.
+    fn nth_covering(&self, lba: u64, nth: usize, at: u64, bytes: usize) -> bool {
+        let blocks = bytes as u64 / self.inner.geometry().block_size as u64;
+        (at..at + blocks).contains(&lba) && self.seen.fetch_add(1, Ordering::SeqCst) + 1 == nth
     }
 
     async fn hold<T>(&self, op: impl Future<Output = T>) -> T {
@@ -73,17 +92,39 @@ impl BlockDevice for TestDisk {
     async fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
         self.hold(self.inner.read(lba, buf)).await?;
         let bs = self.inner.geometry().block_size as u64;
-        if let Twist::Corrupt(bad) = &self.twist {
-            for &bad in bad {
-                if (lba..lba + buf.len() as u64 / bs).contains(&bad) {
-                    buf[((bad - lba) * bs + 100) as usize] ^= 0x08;
-                }
+        let bad = match &self.twist {
+            Twist::Corrupt(bad) => bad.clone(),
+            &Twist::CorruptNthRead { lba: bad, nth }
+                if self.nth_covering(bad, nth, lba, buf.len()) =>
+            {
+                vec![bad]
+            }
+            _ => Vec::new(),
+        };
+        for bad in bad {
+            if (lba..lba + buf.len() as u64 / bs).contains(&bad) {
+                buf[((bad - lba) * bs + 100) as usize] ^= 0x08;
             }
         }
         Ok(())
     }
     async fn write(&self, lba: u64, buf: &[u8], fua: bool) -> Result<(), BlockError> {
-        if let Twist::DropWrites = self.twist {
+        let drop_it = match self.twist {
+            Twist::DropWrites => true,
+            Twist::DropWritesAfter(n) => self.seen.fetch_add(1, Ordering::SeqCst) >= n,
+            Twist::StallNthWrite {
+                lba: at,
+                nth,
+                stall,
+            } => {
+                if self.nth_covering(at, nth, lba, buf.len()) {
+                    tokio::time::sleep(stall).await;
+                }
+                false
+            }
+            _ => false,
+        };
+        if drop_it {
             return self.geometry().check_range(lba, buf.len() as u64).map(drop);
         }
         self.hold(self.inner.write(lba, buf, fua)).await
@@ -213,7 +254,11 @@ async fn verify_writes_then_reads_back_every_block() {
         let v = report.verify.as_ref().unwrap();
         // The window holds 64 slots; each is written once and checked once.
         assert_eq!((v.write.ops, v.read.ops), (64, 64), "{rw}");
-        assert_eq!(v.blocks_checked, 512);
+        assert_eq!(
+            (v.passes, v.blocks_checked),
+            (1, 512),
+            "a size bound makes one pass"
+        );
         let measured = if rw.is_write() { &v.write } else { &v.read };
         assert_eq!(report.measured.ops, measured.ops);
         assert_eq!(report.measured.elapsed, measured.elapsed);
@@ -240,7 +285,9 @@ async fn verify_names_the_corrupted_lba() {
                 first,
                 bad_blocks,
                 checked_blocks,
+                pass,
             }) => {
+                assert_eq!(pass, 1);
                 assert_eq!(first.lba, 333, "{rw}: the lowest bad LBA");
                 assert_eq!(first.offset, 100);
                 assert_eq!(first.expected_byte ^ first.found_byte, 0x08);
@@ -381,4 +428,123 @@ async fn read_only_devices_can_be_read() {
         .await
         .unwrap();
     assert_eq!(report.measured.ops, 4);
+}
+
+/// Verifying options for a run of `time` over 16 slots of [`BS`] bytes (a 128-block disk).
+fn timed_verify(rw: ReadWrite, qd: usize, time: Duration) -> BenchOptions {
+    let mut o = BenchOptions::new(rw, BS, qd, Bound::Time(time));
+    o.seed = Some(1234);
+    o.verify = true;
+    o
+}
+
+/// The tag pass `n` (from 1) of a run with `timed_verify`'s seed stamps.
+fn pass_tag(n: u64) -> u64 {
+    mix64(1234 ^ TAG_SALT).wrapping_add(n - 1)
+}
+
+#[tokio::test(start_paused = true)]
+async fn timed_verify_repeats_passes_until_the_time_is_up() {
+    for rw in [ReadWrite::Write, ReadWrite::RandWrite] {
+        // Every request takes 1 ms of (paused) time: a pass of 16 + 16 requests at qd 4 takes
+        // about 8 ms, so 100 ms leave room for several.
+        let mem = mem(128);
+        let disk = TestDisk::new(mem.clone(), Twist::Gauge(Duration::from_millis(1)));
+        let o = timed_verify(rw, 4, Duration::from_millis(100));
+        let report = run(disk, &o, |_| {}).await.unwrap();
+        let v = report.verify.as_ref().unwrap();
+        assert!(v.passes >= 3, "{rw}: {} passes", v.passes);
+        assert_eq!(v.tag, pass_tag(1));
+        // All passes but the last covered the 16 slots; each written request was read back.
+        let last_ops = v.write.ops - (v.passes - 1) * 16;
+        assert!((1..=16).contains(&last_ops), "{rw}: {} ops", v.write.ops);
+        assert_eq!(v.read.ops, v.write.ops, "{rw}");
+        assert_eq!(v.blocks_checked, v.write.ops * 8, "{rw}");
+        assert_eq!(
+            report.measured.ops, v.write.ops,
+            "{rw}: the writes are measured"
+        );
+        let stats = mem.stats();
+        assert_eq!(
+            (stats.writes, stats.reads),
+            (v.write.ops, v.write.ops),
+            "{rw}"
+        );
+        // The blocks hold the last pass's stamp where it wrote, the one before elsewhere.
+        let mut newest = 0;
+        let mut block = [0u8; 512];
+        for lba in 0..128 {
+            mem.read(lba, &mut block).await.unwrap();
+            let stamp = BlockStamp::read(&block);
+            assert_eq!(stamp.lba, lba);
+            if stamp.tag == pass_tag(v.passes) {
+                newest += 1;
+            } else {
+                assert_eq!(stamp.tag, pass_tag(v.passes - 1), "{rw}: block {lba}");
+            }
+        }
+        assert_eq!(newest, last_ops * 8, "{rw}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn timed_verify_names_a_block_corrupted_in_pass_2() {
+    let disk = TestDisk::new(mem(128), Twist::CorruptNthRead { lba: 77, nth: 2 });
+    let o = timed_verify(ReadWrite::Write, 4, Duration::from_secs(3600));
+    match run(disk, &o, |_| {}).await {
+        Err(BenchError::Mismatch {
+            first,
+            bad_blocks,
+            checked_blocks,
+            pass,
+        }) => {
+            assert_eq!((pass, first.lba, first.offset), (2, 77, 100));
+            assert_eq!(first.expected, first.found, "header intact");
+            assert_eq!(first.expected.tag, pass_tag(2));
+            assert_eq!((bad_blocks, checked_blocks), (1, 128));
+        }
+        other => panic!("expected a mismatch in pass 2, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn timed_verify_catches_writes_that_stop_landing() {
+    // Pass 1's 16 writes land, pass 2's do not: its read-back finds pass 1's tag.
+    let disk = TestDisk::new(mem(128), Twist::DropWritesAfter(16));
+    let o = timed_verify(ReadWrite::Write, 1, Duration::from_secs(3600));
+    match run(disk, &o, |_| {}).await {
+        Err(BenchError::Mismatch {
+            first,
+            bad_blocks,
+            pass,
+            ..
+        }) => {
+            assert_eq!((pass, first.lba, first.offset, bad_blocks), (2, 0, 16, 128));
+            assert_eq!(first.found.tag, pass_tag(1));
+        }
+        other => panic!("expected a mismatch in pass 2, got {other:?}"),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn timed_verify_checks_only_what_the_last_pass_wrote() {
+    // At qd 1, pass 2's 11th write (blocks 80..88) outlasts the time: pass 2 ends there, and
+    // slots 11..16, still holding pass 1's blocks, are not read back.
+    let mem = mem(128);
+    let stall = Twist::StallNthWrite {
+        lba: 80,
+        nth: 2,
+        stall: Duration::from_secs(10),
+    };
+    let disk = TestDisk::new(mem.clone(), stall);
+    let o = timed_verify(ReadWrite::Write, 1, Duration::from_secs(1));
+    let report = run(disk, &o, |_| {}).await.unwrap();
+    let v = report.verify.unwrap();
+    assert_eq!((v.passes, v.write.ops, v.read.ops), (2, 27, 27));
+    assert_eq!(v.blocks_checked, 27 * 8);
+    let mut block = [0u8; 512];
+    for (lba, pass) in [(0, 2), (87, 2), (88, 1), (127, 1)] {
+        mem.read(lba, &mut block).await.unwrap();
+        assert_eq!(BlockStamp::read(&block).tag, pass_tag(pass), "block {lba}");
+    }
 }

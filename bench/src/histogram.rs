@@ -77,6 +77,15 @@ impl Histogram {
         Some(self.max)
     }
 
+    /// Adds the samples of `other`.
+    pub fn absorb(&mut self, other: &Histogram) {
+        for (count, more) in self.counts.iter_mut().zip(other.counts.iter()) {
+            *count += more;
+        }
+        self.total += other.total;
+        self.max = self.max.max(other.max);
+    }
+
     /// The samples of `self` that `earlier` (an older snapshot of the same recorder) did not
     /// have yet. The maximum is that of `self`, since a maximum cannot be subtracted.
     pub fn since(&self, earlier: &Histogram) -> Histogram {
@@ -226,6 +235,26 @@ mod tests {
         assert_eq!(delta.percentile(50.0), Some(20));
         assert_eq!(second.max(), Some(1_000_000));
         assert_eq!(second.count(), 4);
+    }
+
+    #[test]
+    fn test_absorb_is_recording_both() {
+        let (mut a, mut b, mut both) = (Histogram::new(), Histogram::new(), Histogram::new());
+        for v in [7, 300, 90_000] {
+            a.record(v);
+            both.record(v);
+        }
+        for v in [1, 5_000_000] {
+            b.record(v);
+            both.record(v);
+        }
+        a.absorb(&b);
+        assert_eq!(a, both);
+        a.absorb(&Histogram::new());
+        assert_eq!(
+            a, both,
+            "an empty histogram adds nothing, the maximum stays"
+        );
     }
 
     /// The reference: nearest rank over the sorted samples.

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! A verifying run writes blocks stamped with their LBA, a run tag and the operation number
-//! ([`pattern`]), reads them all back and names the lowest LBA that came back wrong.
+//! ([`pattern`]), reads them all back and names the lowest LBA that came back wrong; with a
+//! time bound it repeats such passes, each with a new tag, until the time is up.
 #![forbid(unsafe_code)]
 
 pub mod cpu;

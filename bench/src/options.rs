@@ -84,10 +84,12 @@ pub enum Bound {
 /// the device when `None`), cut into `bs`-sized slots. Sequential patterns go through the slots
 /// in order and wrap around; random ones pick a slot at random for every operation.
 ///
-/// With `verify`, a run first writes stamped blocks (see [`crate::pattern`]) to each slot at
+/// With `verify`, a pass first writes stamped blocks (see [`crate::pattern`]) to each slot at
 /// most once — in order, or in a seeded random permutation for the random patterns — until the
-/// bound or the end of the window, then reads every written slot back and checks it. The pass
-/// that matches `rw` is the one reported as measured.
+/// bound or the end of the window, then reads every slot it wrote back and checks it. A size
+/// bound makes one pass; with a time bound, passes (each with a new tag) follow one another
+/// until the time is up, the last one perhaps ending part-way. The passes that match `rw` are
+/// the ones reported as measured.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct BenchOptions {
     /// Access pattern.
@@ -96,7 +98,7 @@ pub struct BenchOptions {
     pub bs: u64,
     /// Operations kept in flight.
     pub qd: usize,
-    /// When the (write) pass ends.
+    /// When the run ends (with `verify`: when the writing ends).
     pub bound: Bound,
     /// Write stamped blocks, read them back and check them.
     pub verify: bool,

@@ -6,8 +6,9 @@
 //!  | magic  |  LBA   |  tag   |  seq   | SplitMix64 stream seeded by (LBA, tag, seq) |
 //! ```
 //!
-//! All fields little-endian. `tag` is random per run, `seq` is the number of the write
-//! operation that put the block there.
+//! All fields little-endian. `tag` is random per run and one higher for each further pass of a
+//! timed run, `seq` is the number of the write operation (within its pass) that put the block
+//! there.
 
 use std::fmt;
 

@@ -96,6 +96,18 @@ impl PhaseReport {
         per_second(self.ops, self.elapsed)
     }
 
+    /// Adds the figures of `other` (a later pass of the same kind) to these.
+    pub fn absorb(&mut self, other: &PhaseReport) {
+        self.elapsed += other.elapsed;
+        self.ops += other.ops;
+        self.bytes += other.bytes;
+        self.latency.absorb(&other.latency);
+        self.cpu = self.cpu.zip(other.cpu).map(|(a, b)| CpuTime {
+            user: a.user + b.user,
+            sys: a.sys + b.sys,
+        });
+    }
+
     /// The `p`-th latency percentile in microseconds (0 when nothing completed).
     pub fn latency_us(&self, p: f64) -> f64 {
         micros(self.latency.percentile(p))
@@ -118,24 +130,37 @@ pub struct Report {
     pub qd: usize,
     /// Logical block size of the device.
     pub block_size: u32,
-    /// The measured pass: the reads for `read`/`randread`, the writes for `write`/`randwrite`
-    /// (also with `verify`).
+    /// The measured passes: the reads for `read`/`randread`, the writes for `write`/`randwrite`
+    /// (with `verify`, those of every pass together).
     pub measured: PhaseReport,
     /// What a verifying run did besides, `None` without `verify`.
     pub verify: Option<VerifyReport>,
 }
 
-/// The two passes of a verifying run.
+/// What a verifying run did: one or more passes, each writing stamped blocks and reading
+/// back the ones it wrote.
 #[derive(Clone, Debug)]
 pub struct VerifyReport {
-    /// The run tag every written block carries.
+    /// The tag the blocks of the first pass carry; pass `n` (from 1) stamps `tag + n - 1`.
     pub tag: u64,
-    /// The write pass.
+    /// Passes run; only the last may have ended before covering the whole window.
+    pub passes: u64,
+    /// The write passes together.
     pub write: PhaseReport,
-    /// The read-back pass.
+    /// The read-back passes together.
     pub read: PhaseReport,
-    /// Logical blocks read back and found as written (all of those written).
+    /// Logical blocks read back and found as written, over all passes (all of those written).
     pub blocks_checked: u64,
+}
+
+impl VerifyReport {
+    /// Adds a later pass (or passes) of the same run.
+    pub fn absorb(&mut self, later: &VerifyReport) {
+        self.passes += later.passes;
+        self.write.absorb(&later.write);
+        self.read.absorb(&later.read);
+        self.blocks_checked += later.blocks_checked;
+    }
 }
 
 /// Formats an optional nanosecond latency in a unit that suits it.

@@ -10,7 +10,8 @@
 //! ```
 //!
 //! With `--verify` the run writes stamped blocks, reads every one back and exits 6 naming the
-//! lowest LBA that came back wrong. Without it a read benchmark opens the LUN read-only.
+//! lowest LBA that came back wrong; with `--time` it repeats such passes (each with a new tag)
+//! until the time is up. Without it a read benchmark opens the LUN read-only.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -55,7 +56,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "BYTES", value_parser = size_arg)]
     pub size: Option<u64>,
     /// Write blocks carrying their LBA and a run tag, read every one back and check it;
-    /// exit 6 naming the first bad LBA. Makes any --rw a write-then-read run.
+    /// exit 6 naming the first bad LBA. Makes any --rw a write-then-read run; with --time,
+    /// passes over the LUN repeat (each with a new tag) until the time is up.
     #[arg(long)]
     pub verify: bool,
     /// Print one JSON document on stdout instead of the summary line.
@@ -202,6 +204,7 @@ fn to_json(report: &Report, urls: &[String]) -> Value {
         },
         "verify": report.verify.as_ref().map(|v| json!({
             "tag": format!("{:#018x}", v.tag),
+            "passes": v.passes,
             "blocks_checked": v.blocks_checked,
             "write": phase_json(&v.write),
             "read": phase_json(&v.read),
@@ -245,7 +248,11 @@ fn summary(report: &Report) -> String {
         line.push_str(&format!("; cpu user {user:.2} s, sys {sys:.2} s"));
     }
     if let Some(v) = &report.verify {
-        line.push_str(&format!("; verified {} blocks", v.blocks_checked));
+        let passes = if v.passes == 1 { "pass" } else { "passes" };
+        line.push_str(&format!(
+            "; verified {} blocks in {} {passes}",
+            v.blocks_checked, v.passes
+        ));
     }
     line
 }
