@@ -21,8 +21,8 @@
 #![warn(missing_docs)]
 
 mod net;
-// pub mod proxy;
+pub mod proxy;
 pub mod target;
 
-// pub use proxy::{Direction, FaultProxy, Fired, ProxyConfig, ProxyFault};
+pub use proxy::{Direction, FaultProxy, Fired, ProxyConfig, ProxyFault};
 pub use target::{Counters, Digest, FakeTarget, Rule, SenseCode, TargetConfig};
