@@ -16,8 +16,7 @@ use std::time::Instant;
 use sanshim_initiator::wire::{
     AsyncEvent, AsyncMessage, BHS_LEN, Bytes, Codec, LoginResponse, LogoutRequest, LogoutResponse,
     LogoutResponseCode, Lun, NopIn, NopOut, Pdu, RESERVED_TAG, Reject, RejectReason, Sn,
-    TaskMgmtRequest, TaskMgmtResponse, TextAssembler, TextRequest, TextResponse, TextSplitter,
-    TmFunction, TmResponse, encode_text,
+    TaskMgmtRequest, TaskMgmtResponse, TextAssembler, TextSplitter, TmFunction, TmResponse,
 };
 
 use super::Shared;
@@ -64,9 +63,9 @@ pub(crate) struct Connection {
     /// Commands held by [`Rule::Hold`], by ITT, with their LUN.
     pub(super) held: HashMap<u32, Lun>,
     pub(super) next_ttt: u32,
-    text_in: TextAssembler,
+    pub(super) text_in: TextAssembler,
     /// The rest of a Text Response too long for one PDU, and its TTT.
-    text_out: Option<(u32, TextSplitter)>,
+    pub(super) text_out: Option<(u32, TextSplitter)>,
     silent: bool,
     close_after: Option<u32>,
     last_ping: Instant,
@@ -125,6 +124,12 @@ impl Connection {
             Phase::FullFeature if self.silent => {}
             Phase::FullFeature => {
                 self.take_connection_rules();
+                if self.silent {
+                    return;
+                }
+                if self.close_after == Some(0) {
+                    return self.close();
+                }
                 if let Some(reason) = self.shared.script(|s| s.take_reject(pdu.opcode())) {
                     self.consume_cmd_sn_of(&pdu);
                     self.reject(bhs, reason);
@@ -320,104 +325,6 @@ impl Connection {
             max_cmd_sn: self.max_cmd_sn(),
         };
         self.send(Pdu::TaskMgmtResponse(pdu));
-    }
-
-    fn handle_text(&mut self, req: TextRequest) {
-        self.shared.count(|c| c.text_requests += 1);
-        if !self.consume_cmd_sn(req.immediate, req.cmd_sn) {
-            return;
-        }
-        if req.ttt != RESERVED_TAG && !self.text_in.is_pending() {
-            match self.text_out.take() {
-                Some((ttt, rest)) if ttt == req.ttt => return self.send_text(req.itt, ttt, rest),
-                _ => {
-                    let bhs = Pdu::TextRequest(req).encoded_header().0;
-                    return self.reject(&bhs, RejectReason::INVALID_PDU_FIELD);
-                }
-            }
-        }
-        self.text_out = None;
-        let pairs = match self.text_in.push(&req.data, req.cont) {
-            Ok(Some(pairs)) => pairs,
-            Ok(None) => {
-                // The initiator's text continues: ask for the rest with an empty response.
-                let ttt = self.fresh_ttt();
-                let rest = TextSplitter::new(Bytes::new(), 1);
-                return self.send_text_segment(req.itt, ttt, Bytes::new(), false, false, rest);
-            }
-            Err(_) => {
-                let bhs = Pdu::TextRequest(req).encoded_header().0;
-                return self.reject(&bhs, RejectReason::PROTOCOL_ERROR);
-            }
-        };
-        let mut answer = Vec::new();
-        for (key, value) in pairs {
-            if key == "SendTargets" {
-                answer.extend(self.send_targets(&value));
-            } else {
-                answer.push((key, "NotUnderstood".to_owned()));
-            }
-        }
-        let text = encode_text(&answer).map(|t| t.freeze()).unwrap_or_default();
-        let rest = TextSplitter::new(text, self.params.peer_mrdsl as usize);
-        let ttt = self.fresh_ttt();
-        self.send_text(req.itt, ttt, rest);
-    }
-
-    /// The SendTargets answer (RFC 7143 Appendix C) for `value`: All, our name, or empty
-    /// (the session's own target, in a normal session).
-    fn send_targets(&self, value: &str) -> Vec<(String, String)> {
-        let config = &self.shared.config;
-        let ours =
-            value == "All" || value == config.iqn || (value.is_empty() && !self.params.discovery);
-        if !ours {
-            return Vec::new();
-        }
-        let mut pairs = vec![
-            ("TargetName".to_owned(), config.iqn.clone()),
-            (
-                "TargetAddress".to_owned(),
-                format!("127.0.0.1:{},1", self.shared.port),
-            ),
-        ];
-        for extra in &config.extra_addresses {
-            pairs.push(("TargetAddress".to_owned(), extra.clone()));
-        }
-        pairs
-    }
-
-    /// Sends the next segment of a Text Response; more segments follow with F=0 and a TTT
-    /// (RFC 7143 §11.11.2), C=1 when a key=value pair spans the boundary.
-    fn send_text(&mut self, itt: u32, ttt: u32, mut rest: TextSplitter) {
-        let (segment, more) = rest.next().unwrap_or_default();
-        let cont = more && segment.last() != Some(&0);
-        self.send_text_segment(itt, ttt, segment, !more, cont, rest);
-    }
-
-    fn send_text_segment(
-        &mut self,
-        itt: u32,
-        ttt: u32,
-        data: Bytes,
-        final_: bool,
-        cont: bool,
-        rest: TextSplitter,
-    ) {
-        let pdu = TextResponse {
-            final_,
-            cont,
-            lun: Lun::default(),
-            itt,
-            ttt: if final_ { RESERVED_TAG } else { ttt },
-            stat_sn: self.advance_stat_sn(),
-            exp_cmd_sn: self.exp_cmd_sn,
-            max_cmd_sn: self.max_cmd_sn(),
-            data,
-        };
-        if !final_ {
-            self.text_out = Some((ttt, rest));
-        }
-        self.send(Pdu::TextResponse(pdu));
     }
 
     fn handle_logout(&mut self, req: LogoutRequest) {

@@ -27,6 +27,7 @@ mod pages;
 mod rules;
 mod scsi;
 mod task;
+mod text;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener};
