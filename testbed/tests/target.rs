@@ -225,9 +225,15 @@ fn closed_window_drops_commands_but_answers_pings() {
     let Pdu::NopIn(update) = update else {
         unreachable!()
     };
-    assert_eq!((update.exp_cmd_sn, update.max_cmd_sn), (exp, exp - 1));
-
-    let cmd = c.command_pdu(1, Cdb::test_unit_ready().padded(), 0, 0);
+    // A granted CmdSN is not taken back (RFC 7143 §4.2.2.1): the window closes as the
+    // initiator uses what it was given.
+    assert_eq!((update.exp_cmd_sn, update.max_cmd_sn), (exp, exp + 31));
+    let tur = Cdb::test_unit_ready().padded();
+    for _ in 0..32 {
+        assert_eq!(c.command(1, tur, 0, &[]).status, ScsiStatus::GOOD);
+    }
+    let cmd = c.command_pdu(1, tur, 0, 0);
+    assert_eq!(cmd.cmd_sn, exp + 32);
     c.send(&Pdu::ScsiCommand(cmd.clone()));
     c.expect_silence(SHORT);
     assert_eq!(target.counters().out_of_window, 1);
@@ -236,20 +242,24 @@ fn closed_window_drops_commands_but_answers_pings() {
         panic!("no NOP-In")
     };
     assert_eq!((pong.itt, &pong.data[..]), (itt, &b"still there?"[..]));
-    assert_eq!(pong.max_cmd_sn, exp - 1);
+    assert_eq!(
+        (pong.exp_cmd_sn, pong.max_cmd_sn),
+        (exp + 32, exp + 31),
+        "closed"
+    );
 
     target.set_window(4);
     let Pdu::NopIn(update) = c.recv() else {
         panic!("no window update")
     };
-    assert_eq!(update.max_cmd_sn, exp + 3);
+    assert_eq!(update.max_cmd_sn, exp + 35);
     c.send(&Pdu::ScsiCommand(cmd));
     let Pdu::ScsiResponse(r) = c.recv() else {
         panic!("no response")
     };
     assert_eq!(
         (r.status, r.exp_cmd_sn, r.max_cmd_sn),
-        (ScsiStatus::GOOD, exp + 1, exp + 4)
+        (ScsiStatus::GOOD, exp + 33, exp + 36)
     );
 }
 

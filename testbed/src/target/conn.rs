@@ -72,6 +72,9 @@ pub(crate) struct Connection {
     ping_ttt: Option<u32>,
     /// The window size last announced; a change is announced with a NOP-In.
     window_seen: u32,
+    /// The highest MaxCmdSN announced: a target may not take back a CmdSN it granted
+    /// (RFC 7143 §4.2.2.1), so a smaller window only stops MaxCmdSN from growing.
+    granted: std::cell::Cell<Option<u32>>,
     rx_codec: Codec,
 }
 
@@ -98,6 +101,7 @@ impl Connection {
             last_ping: now,
             ping_ttt: None,
             window_seen: shared_window,
+            granted: std::cell::Cell::new(None),
             rx_codec: Codec::new(),
         }
     }
@@ -462,7 +466,13 @@ impl Connection {
 
     pub(super) fn max_cmd_sn(&self) -> u32 {
         let window = self.shared.window();
-        self.exp_cmd_sn.wrapping_add(window).wrapping_sub(1)
+        let wanted = self.exp_cmd_sn.wrapping_add(window).wrapping_sub(1);
+        let max = match self.granted.get() {
+            Some(granted) if Sn(granted).gt(Sn(wanted)) => granted,
+            _ => wanted,
+        };
+        self.granted.set(Some(max));
+        max
     }
 
     /// The StatSN for a status-carrying PDU; the next one is one higher.

@@ -201,7 +201,10 @@ impl FakeTarget {
     }
 
     /// Sets the command window: MaxCmdSN = ExpCmdSN + `window` - 1 in every PDU from now on,
-    /// so `0` closes it (MaxCmdSN = ExpCmdSN - 1) while NOP-Out pings are still answered.
+    /// but never below a MaxCmdSN already announced (RFC 7143 §4.2.2.1: an initiator ignores
+    /// a smaller one). So `0` stops granting: once the initiator has used the CmdSNs it was
+    /// given, the window is closed (MaxCmdSN = ExpCmdSN - 1) while NOP-Out pings are still
+    /// answered.
     /// Each full-feature connection announces the change within about 50 ms with a
     /// NOP-In carrying ITT and TTT 0xffffffff (RFC 7143 §11.19).
     pub fn set_window(&self, window: u32) {
