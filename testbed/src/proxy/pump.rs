@@ -338,13 +338,14 @@ impl Pump {
         }
     }
 
-    /// Writes to the peer and counts the bytes.
+    /// Counts the bytes, then writes them to the peer: counted first, so that once the peer
+    /// has received them the count includes them (a test that reads the count after its
+    /// client saw a reply must not race the proxy thread).
     fn write(&self, to: &mut TcpStream, bytes: &[u8]) -> Result<(), Stopped> {
-        to.write_all(bytes).map_err(|_| Stopped)?;
         let n = bytes.len() as u64;
         self.link.forwarded[index(self.direction)].fetch_add(n, Ordering::Relaxed);
         self.shared.lock().forwarded[index(self.direction)] += n;
-        Ok(())
+        to.write_all(bytes).map_err(|_| Stopped)
     }
 
     /// Blocks while this connection is frozen; fails when the proxy stops.
