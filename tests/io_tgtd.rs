@@ -9,11 +9,13 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
 use common::tgtd::Tgtd;
-use sanshim_blockdev::BlockDevice;
+use sanshim_blockdev::{BlockDevice, split};
 use sanshim_initiator::disk::{DiskOptions, ScsiDisk};
 use sanshim_initiator::login::LoginConfig;
-use sanshim_initiator::transport::{LoginPolicy, Portal};
+use sanshim_initiator::portal::Portal;
+use sanshim_initiator::transport::LoginPolicy;
 use sanshim_initiator::wire::Isid;
 
 const IQN: &str = "iqn.2026-11.test.sanshim:io";
@@ -85,12 +87,15 @@ async fn verified_run(
                 let data = pattern(bs, seed * 10_000 + i as u64);
                 handles.push(tokio::spawn(async move {
                     if phase == 0 {
-                        disk.write(lba(i), &data, false).await.unwrap();
+                        split::write(&*disk, lba(i), Bytes::from(data), false)
+                            .await
+                            .unwrap();
                     } else {
-                        let mut got = vec![0u8; bs];
-                        disk.read(lba(i), &mut got).await.unwrap();
+                        let got = split::read(&*disk, lba(i), BytesMut::zeroed(bs))
+                            .await
+                            .unwrap();
                         assert!(
-                            got == data,
+                            got[..] == data[..],
                             "I/O {i} of {bs} bytes at LBA {} differs",
                             lba(i)
                         );
@@ -120,16 +125,28 @@ async fn conformance_suite_against_tgtd() {
 /// One matrix cell group: a tgtd with these parameters, every block size at queue depths 1
 /// and 64, each on its own window of the LUN.
 async fn matrix(digests: bool, immediate: bool, initial_r2t: bool, mrdsl: u32) {
+    matrix_with(digests, immediate, initial_r2t, mrdsl, &[]).await;
+}
+
+/// As [`matrix`], with more target parameters.
+async fn matrix_with(
+    digests: bool,
+    immediate: bool,
+    initial_r2t: bool,
+    mrdsl: u32,
+    extra: &[(&str, &str)],
+) {
     let yes_no = |b: bool| if b { "Yes" } else { "No" };
     let digest = if digests { "CRC32C" } else { "None" };
     let mrdsl = mrdsl.to_string();
-    let params = [
+    let mut params = vec![
         ("HeaderDigest", digest),
         ("DataDigest", digest),
         ("ImmediateData", yes_no(immediate)),
         ("InitialR2T", yes_no(initial_r2t)),
         ("MaxRecvDataSegmentLength", mrdsl.as_str()),
     ];
+    params.extend_from_slice(extra);
     let Some(t) = target(96 * MIB, &params) else {
         return;
     };
@@ -157,9 +174,21 @@ async fn matrix(digests: bool, immediate: bool, initial_r2t: bool, mrdsl: u32) {
     }
     eprintln!(
         "matrix digests={digests} immediate={immediate} initial_r2t={initial_r2t} \
-         mrdsl={mrdsl}: {:?}",
+         mrdsl={mrdsl} {extra:?}: {:?}",
         started.elapsed()
     );
+}
+
+/// tgtd with `MaxBurstLength 16384` keeps its FirstBurstLength of 65536: the session must
+/// use 16384 for both, with and without unsolicited data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_max_burst_16k_r2t() {
+    matrix_with(false, true, true, 262_144, &[("MaxBurstLength", "16384")]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matrix_max_burst_16k_unsolicited_digests() {
+    matrix_with(true, true, false, 8192, &[("MaxBurstLength", "16384")]).await;
 }
 
 macro_rules! matrix_cells {
@@ -217,8 +246,8 @@ async fn target_restart_during_verified_writes() {
         for i in next..COUNT.min(next + 16) {
             let disk = disk.clone();
             handles.push(tokio::spawn(async move {
-                let data = pattern(BS, 7_000 + i as u64);
-                disk.write(i as u64 * (BS as u64 / 512), &data, false).await
+                let data = Bytes::from(pattern(BS, 7_000 + i as u64));
+                disk.write(i as u64 * (BS as u64 / 512), data, false).await
             }));
         }
         next += handles.len();
@@ -231,13 +260,13 @@ async fn target_restart_during_verified_writes() {
         }
     }
     killer.join().unwrap();
-    let mut got = vec![0u8; BS];
     for i in 0..COUNT {
-        disk.read(i as u64 * (BS as u64 / 512), &mut got)
+        let got = disk
+            .read(i as u64 * (BS as u64 / 512), BytesMut::zeroed(BS))
             .await
             .unwrap();
         assert!(
-            got == pattern(BS, 7_000 + i as u64),
+            got[..] == pattern(BS, 7_000 + i as u64)[..],
             "I/O {i} differs after the restart"
         );
     }
@@ -245,6 +274,66 @@ async fn target_restart_during_verified_writes() {
     eprintln!(
         "restart run: {:?}, {} reconnect(s)",
         started.elapsed(),
+        disk.reconnects()
+    );
+    Arc::into_inner(disk).unwrap().close().await.unwrap();
+}
+
+/// tgtd killed (SIGKILL) and restarted while reads are in flight: every read completes with
+/// the right data, through a re-established session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_restart_during_verified_reads() {
+    let Some(t) = target(64 * MIB, &[]) else {
+        return;
+    };
+    let options = DiskOptions {
+        queue_depth: 16,
+        ..DiskOptions::default()
+    };
+    let disk = Arc::new(open(&t, options).await);
+    const BS: usize = 64 << 10;
+    const COUNT: usize = 256;
+    let lba = |i: usize| i as u64 * (BS as u64 / 512);
+    for i in 0..COUNT {
+        let data = Bytes::from(pattern(BS, 9_000 + i as u64));
+        disk.write(lba(i), data, false).await.unwrap();
+    }
+    disk.flush().await.unwrap();
+    let t = Arc::new(Mutex::new(t));
+    let killer = {
+        let t = t.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            t.lock().unwrap().restart();
+        })
+    };
+    let mut rounds = 0;
+    while rounds == 0 || !killer.is_finished() {
+        rounds += 1;
+        let mut handles = Vec::new();
+        for i in 0..COUNT {
+            let disk = disk.clone();
+            handles.push(tokio::spawn(async move {
+                let got = disk.read(lba(i), BytesMut::zeroed(BS)).await.unwrap();
+                assert!(
+                    got[..] == pattern(BS, 9_000 + i as u64)[..],
+                    "read {i} differs around the restart"
+                );
+            }));
+            if handles.len() == 16 {
+                for h in handles.drain(..) {
+                    h.await.unwrap();
+                }
+            }
+        }
+        for h in handles {
+            h.await.unwrap();
+        }
+    }
+    killer.join().unwrap();
+    assert!(disk.reconnects() >= 1, "the session was re-established");
+    eprintln!(
+        "read restart: {rounds} rounds, {} reconnect(s)",
         disk.reconnects()
     );
     Arc::into_inner(disk).unwrap().close().await.unwrap();

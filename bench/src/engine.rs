@@ -18,7 +18,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sanshim_blockdev::{BlockDevice, BlockError};
+use bytes::{Bytes, BytesMut};
+use sanshim_blockdev::{BlockDevice, BlockError, split};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior};
 
@@ -75,8 +76,8 @@ pub enum BenchError {
 /// [`BenchError::Options`] before any I/O when the options do not fit the device;
 /// [`BenchError::Io`] for the first failed request; [`BenchError::Mismatch`] when a verifying
 /// run reads back anything but what it wrote.
-pub async fn run(
-    device: Arc<dyn BlockDevice>,
+pub async fn run<D: BlockDevice + 'static>(
+    device: Arc<D>,
     options: &BenchOptions,
     mut progress: impl FnMut(&Progress),
 ) -> Result<Report, BenchError> {
@@ -136,7 +137,7 @@ struct Verify<'a, F> {
     deadline: Option<Instant>,
 }
 
-impl<F: Fn(Mode, u64) -> Pass> Verify<'_, F> {
+impl<D: BlockDevice + 'static, F: Fn(Mode, u64) -> Pass<D>> Verify<'_, F> {
     /// Runs the passes; the report sums them.
     async fn run(&self, progress: &mut impl FnMut(&Progress)) -> Result<VerifyReport, BenchError> {
         let (mut total, mut written) = self.pass(1, progress).await?;
@@ -214,8 +215,6 @@ struct Plan {
     blocks_per_op: u64,
     first_lba: u64,
     slots: u64,
-    /// Largest request the device takes, in blocks; bigger operations are split.
-    max_request_blocks: u64,
 }
 
 impl Plan {
@@ -270,11 +269,6 @@ impl Plan {
             blocks_per_op,
             first_lba: o.offset / block_size,
             slots,
-            max_request_blocks: geometry
-                .limits
-                .max_transfer_blocks
-                .filter(|&m| m > 0)
-                .map_or(blocks_per_op, |m| u64::from(m).min(blocks_per_op)),
         })
     }
 }
@@ -306,15 +300,11 @@ impl Mode {
             Mode::VerifyRead { .. } => Phase::VerifyRead,
         }
     }
-
-    fn writes(self) -> bool {
-        matches!(self, Mode::LoadWrite | Mode::VerifyWrite { .. })
-    }
 }
 
 /// The state one pass's workers share.
-struct Pass {
-    device: Arc<dyn BlockDevice>,
+struct Pass<D> {
+    device: Arc<D>,
     plan: Plan,
     order: Order,
     mode: Mode,
@@ -334,16 +324,16 @@ struct Pass {
     bad_blocks: AtomicU64,
 }
 
-impl Pass {
+impl<D: BlockDevice> Pass<D> {
     fn new(
-        device: &Arc<dyn BlockDevice>,
+        device: &Arc<D>,
         plan: &Plan,
         options: &BenchOptions,
         order: Order,
         mode: Mode,
         seed: u64,
         limit: u64,
-    ) -> Pass {
+    ) -> Pass<D> {
         // Verify sets the time of its write passes from the run's deadline.
         let time = match (options.bound, mode) {
             (Bound::Time(t), Mode::LoadRead | Mode::LoadWrite) => Some(t),
@@ -393,25 +383,27 @@ impl Pass {
         self.plan.first_lba + slot * self.plan.blocks_per_op
     }
 
-    /// One operation of `buf.len()` bytes at `lba`, split at the device's transfer limit.
-    async fn submit(&self, lba: u64, buf: &mut [u8]) -> Result<(), BenchError> {
-        let chunk = (self.plan.max_request_blocks * self.plan.block_size) as usize;
-        let writes = self.mode.writes();
-        for (i, piece) in buf.chunks_mut(chunk.max(1)).enumerate() {
-            let at = lba + i as u64 * self.plan.max_request_blocks;
-            let result = if writes {
-                self.device.write(at, piece, false).await
-            } else {
-                self.device.read(at, piece).await
-            };
-            result.map_err(|error| BenchError::Io {
-                op: if writes { "write" } else { "read" },
-                lba: at,
-                blocks: piece.len() as u64 / self.plan.block_size,
-                error,
-            })?;
-        }
-        Ok(())
+    /// One operation on `buf` at `lba`: the buffer is written, or read into, and comes back
+    /// (split at the device's transfer limit by [`split`], the one place that does it).
+    async fn submit(&self, lba: u64, buf: Buffer) -> Result<Buffer, BenchError> {
+        let blocks = buf.len() as u64 / self.plan.block_size;
+        let (op, result) = match buf {
+            Buffer::Write(data) => {
+                let kept = data.clone();
+                let r = split::write(&*self.device, lba, data, false).await;
+                ("write", r.map(|()| Buffer::Write(kept)))
+            }
+            Buffer::Read(data) => {
+                let r = split::read(&*self.device, lba, data).await;
+                ("read", r.map(Buffer::Read))
+            }
+        };
+        result.map_err(|error| BenchError::Io {
+            op,
+            lba,
+            blocks,
+            error,
+        })
     }
 
     /// Checks a read-back buffer block by block, keeping the lowest bad LBA.
@@ -434,34 +426,79 @@ impl Pass {
     }
 }
 
-/// One of the `qd` tasks of a pass.
-async fn worker(pass: Arc<Pass>, index: u64) -> Result<(), BenchError> {
-    let mut buf = vec![0u8; pass.bs];
-    let mut rng = SplitMix64::new(mix64(pass.seed ^ mix64(index)));
-    if pass.mode == Mode::LoadWrite {
-        // Incompressible data, so that no layer can cheat; the same buffer is written again.
-        for chunk in buf.chunks_mut(8) {
-            let word = rng.next_u64().to_le_bytes();
-            chunk.copy_from_slice(&word[..chunk.len()]);
+/// A worker's buffer: data to write (shared with the device while a write runs) or a
+/// buffer to read into. It is reused from one operation to the next.
+enum Buffer {
+    Write(Bytes),
+    Read(BytesMut),
+}
+
+impl Buffer {
+    fn len(&self) -> usize {
+        match self {
+            Buffer::Write(b) => b.len(),
+            Buffer::Read(b) => b.len(),
         }
     }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Buffer::Write(b) => b,
+            Buffer::Read(b) => b,
+        }
+    }
+
+    /// The buffer to fill with a block pattern: the same memory once the device has let go
+    /// of it.
+    fn into_mut(self) -> BytesMut {
+        match self {
+            Buffer::Read(b) => b,
+            Buffer::Write(b) => b
+                .try_into_mut()
+                .unwrap_or_else(|shared| BytesMut::from(&shared[..])),
+        }
+    }
+}
+
+/// One of the `qd` tasks of a pass.
+async fn worker<D: BlockDevice>(pass: Arc<Pass<D>>, index: u64) -> Result<(), BenchError> {
+    let mut rng = SplitMix64::new(mix64(pass.seed ^ mix64(index)));
+    let mut first = BytesMut::zeroed(pass.bs);
+    let mut buf = match pass.mode {
+        Mode::LoadWrite => {
+            // Incompressible data, so that no layer can cheat; the same buffer is written
+            // again.
+            for chunk in first.chunks_mut(8) {
+                let word = rng.next_u64().to_le_bytes();
+                chunk.copy_from_slice(&word[..chunk.len()]);
+            }
+            Buffer::Write(first.freeze())
+        }
+        Mode::VerifyWrite { .. } => Buffer::Write(first.freeze()),
+        Mode::LoadRead | Mode::VerifyRead { .. } => Buffer::Read(first),
+    };
     let block_size = pass.plan.block_size as usize;
     while let Some(op) = pass.claim() {
         let lba = pass.lba_of(op, &mut rng);
         if let Mode::VerifyWrite { tag } = pass.mode {
-            pattern::fill(&mut buf, block_size, lba, tag, op);
+            let mut data = buf.into_mut();
+            pattern::fill(&mut data, block_size, lba, tag, op);
+            buf = Buffer::Write(data.freeze());
         }
         let start = Instant::now();
-        if let Err(e) = pass.submit(lba, &mut buf).await {
-            pass.stop.store(true, Ordering::Relaxed);
-            return Err(e);
-        }
+        buf = match pass.submit(lba, buf).await {
+            Ok(buf) => buf,
+            Err(e) => {
+                pass.stop.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
         let nanos = u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX);
         pass.latency.record(nanos);
         pass.ops.fetch_add(1, Ordering::Relaxed);
         pass.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         if let Mode::VerifyRead { tag } = pass.mode {
-            pass.check(&buf, lba, tag, op);
+            pass.check(buf.as_slice(), lba, tag, op);
         }
         // A device that completes at once (MemDisk) never returns to the scheduler by itself;
         // this yields once the task's cooperative budget is spent, so that the other workers
@@ -472,8 +509,8 @@ async fn worker(pass: Arc<Pass>, index: u64) -> Result<(), BenchError> {
 }
 
 /// Runs a pass to its end; returns its figures and how many operations it completed.
-async fn drive(
-    pass: Pass,
+async fn drive<D: BlockDevice + 'static>(
+    pass: Pass<D>,
     options: &BenchOptions,
     progress: &mut impl FnMut(&Progress),
 ) -> Result<(PhaseReport, u64), BenchError> {
@@ -482,11 +519,11 @@ async fn drive(
 }
 
 /// Runs a pass to its end; returns its figures and the pass state.
-async fn drive_keep(
-    mut pass: Pass,
+async fn drive_keep<D: BlockDevice + 'static>(
+    mut pass: Pass<D>,
     options: &BenchOptions,
     progress: &mut impl FnMut(&Progress),
-) -> Result<(PhaseReport, Arc<Pass>), BenchError> {
+) -> Result<(PhaseReport, Arc<Pass<D>>), BenchError> {
     let cpu_start = CpuTime::now();
     let start = Instant::now();
     pass.deadline = pass.time.map(|t| start + t);
@@ -550,7 +587,7 @@ impl Ticks {
         }
     }
 
-    fn next(&mut self, pass: &Pass, options: &BenchOptions) -> Progress {
+    fn next<D>(&mut self, pass: &Pass<D>, options: &BenchOptions) -> Progress {
         let now = Instant::now();
         let latency = pass.latency.snapshot();
         let ops = pass.ops.load(Ordering::Relaxed);

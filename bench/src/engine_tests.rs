@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use sanshim_blockdev::{
     BlockDevice, BlockError, ErrorKind, Fault, FaultDisk, Geometry, Limits, MemDisk, Op, Trigger,
 };
@@ -84,13 +84,12 @@ impl TestDisk {
     }
 }
 
-#[async_trait]
 impl BlockDevice for TestDisk {
     fn geometry(&self) -> &Geometry {
         self.inner.geometry()
     }
-    async fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        self.hold(self.inner.read(lba, buf)).await?;
+    async fn read(&self, lba: u64, buf: BytesMut) -> Result<BytesMut, BlockError> {
+        let mut buf = self.hold(self.inner.read(lba, buf)).await?;
         let bs = self.inner.geometry().block_size as u64;
         let bad = match &self.twist {
             Twist::Corrupt(bad) => bad.clone(),
@@ -106,9 +105,9 @@ impl BlockDevice for TestDisk {
                 buf[((bad - lba) * bs + 100) as usize] ^= 0x08;
             }
         }
-        Ok(())
+        Ok(buf)
     }
-    async fn write(&self, lba: u64, buf: &[u8], fua: bool) -> Result<(), BlockError> {
+    async fn write(&self, lba: u64, buf: Bytes, fua: bool) -> Result<(), BlockError> {
         let drop_it = match self.twist {
             Twist::DropWrites => true,
             Twist::DropWritesAfter(n) => self.seen.fetch_add(1, Ordering::SeqCst) >= n,
@@ -174,8 +173,7 @@ async fn sequential_wraps_inside_the_window() {
     o.offset = 64 * 512;
     o.span = Some(3 * BS);
     run(disk.clone(), &o, |_| {}).await.unwrap();
-    let mut all = vec![0u8; 1024 * 512];
-    disk.read(0, &mut all).await.unwrap();
+    let all = disk.read(0, BytesMut::zeroed(1024 * 512)).await.unwrap();
     let window = 64 * 512..64 * 512 + 3 * BS as usize;
     assert!(
         all[..window.start].iter().all(|&b| b == 0),
@@ -265,9 +263,8 @@ async fn verify_writes_then_reads_back_every_block() {
         assert!(!phases.contains(&Phase::Load), "{rw}: {phases:?}");
         let stats = disk.stats();
         assert_eq!((stats.writes, stats.reads), (64, 64), "{rw}");
-        let mut block = [0u8; 512];
         for lba in [0, 7, 300, 511] {
-            disk.read(lba, &mut block).await.unwrap();
+            let block = disk.read(lba, BytesMut::zeroed(512)).await.unwrap();
             let stamp = BlockStamp::read(&block);
             assert_eq!((stamp.lba, stamp.tag), (lba, v.tag), "{rw}");
         }
@@ -353,7 +350,7 @@ async fn stale_data_from_another_run_is_a_mismatch() {
 async fn bad_options_are_refused_before_any_io() {
     let disk = mem(64);
     let ro = Arc::new(MemDisk::builder(512, 64).read_only(true).build().unwrap());
-    let cases: Vec<(Arc<dyn BlockDevice>, BenchOptions, &str)> = vec![
+    let cases: Vec<(Arc<MemDisk>, BenchOptions, &str)> = vec![
         (
             disk.clone(),
             bytes_opts(ReadWrite::Read, 1000, 1, BS),
@@ -472,9 +469,8 @@ async fn timed_verify_repeats_passes_until_the_time_is_up() {
         );
         // The blocks hold the last pass's stamp where it wrote, the one before elsewhere.
         let mut newest = 0;
-        let mut block = [0u8; 512];
         for lba in 0..128 {
-            mem.read(lba, &mut block).await.unwrap();
+            let block = mem.read(lba, BytesMut::zeroed(512)).await.unwrap();
             let stamp = BlockStamp::read(&block);
             assert_eq!(stamp.lba, lba);
             if stamp.tag == pass_tag(v.passes) {
@@ -542,9 +538,8 @@ async fn timed_verify_checks_only_what_the_last_pass_wrote() {
     let v = report.verify.unwrap();
     assert_eq!((v.passes, v.write.ops, v.read.ops), (2, 27, 27));
     assert_eq!(v.blocks_checked, 27 * 8);
-    let mut block = [0u8; 512];
     for (lba, pass) in [(0, 2), (87, 2), (88, 1), (127, 1)] {
-        mem.read(lba, &mut block).await.unwrap();
+        let block = mem.read(lba, BytesMut::zeroed(512)).await.unwrap();
         assert_eq!(BlockStamp::read(&block).tag, pass_tag(pass), "block {lba}");
     }
 }

@@ -1,7 +1,7 @@
 //! The contract checks every [`BlockDevice`] implementation runs (see the crate documentation
 //! for the contract).
 //!
-//! Each check is an async function over any `&dyn BlockDevice` that returns a [`Failure`]
+//! Each check is an async function over any `&D` where `D: BlockDevice` that returns a [`Failure`]
 //! naming the check and what differed, rather than panicking, so that callers (unit tests, the
 //! iSCSI and multipath integration tests, a `--self-test` command) report it their own way.
 //! [`run_all`] runs every check that applies to the device's [`Geometry`].
@@ -11,10 +11,10 @@
 //! the device's [`crate::Limits`].
 
 use std::fmt;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::Poll;
 
+use bytes::{Bytes, BytesMut};
+
+use crate::split::join_all;
 use crate::{BlockDevice, BlockError, ErrorKind, Geometry};
 
 /// How many blocks at each end of the device the checks use at most.
@@ -49,7 +49,7 @@ pub type CheckResult = Result<(), Failure>;
 ///
 /// # Errors
 /// The first [`Failure`].
-pub async fn run_all(dev: &dyn BlockDevice) -> CheckResult {
+pub async fn run_all<D: BlockDevice>(dev: &D) -> CheckResult {
     check_geometry(dev)?;
     check_out_of_range(dev).await?;
     check_partial_blocks(dev).await?;
@@ -70,7 +70,7 @@ pub async fn run_all(dev: &dyn BlockDevice) -> CheckResult {
 ///
 /// # Errors
 /// A [`Failure`] naming the bad field.
-pub fn check_geometry(dev: &dyn BlockDevice) -> CheckResult {
+pub fn check_geometry<D: BlockDevice>(dev: &D) -> CheckResult {
     const CHECK: &str = "geometry";
     let g = dev.geometry();
     ensure(
@@ -95,15 +95,14 @@ pub fn check_geometry(dev: &dyn BlockDevice) -> CheckResult {
 ///
 /// # Errors
 /// A [`Failure`] naming the operation that did not.
-pub async fn check_out_of_range(dev: &dyn BlockDevice) -> CheckResult {
+pub async fn check_out_of_range<D: BlockDevice>(dev: &D) -> CheckResult {
     const CHECK: &str = "out-of-range";
     let g = dev.geometry();
     let bs = g.block_size as usize;
-    let mut buf = vec![0u8; 2 * bs];
     for (lba, len) in [(g.blocks, bs), (g.blocks - 1, 2 * bs), (u64::MAX, bs)] {
-        let r = dev.read(lba, &mut buf[..len]).await;
+        let r = dev.read(lba, BytesMut::zeroed(len)).await.map(drop);
         expect_kind(CHECK, "read", r, ErrorKind::OutOfRange)?;
-        let r = dev.write(lba, &buf[..len], false).await;
+        let r = dev.write(lba, Bytes::from(vec![0u8; len]), false).await;
         expect_kind(CHECK, "write", r, ErrorKind::OutOfRange)?;
     }
     for (lba, count) in [(g.blocks, 1), (g.blocks - 1, 2), (1, u64::MAX)] {
@@ -125,14 +124,13 @@ pub async fn check_out_of_range(dev: &dyn BlockDevice) -> CheckResult {
 ///
 /// # Errors
 /// A [`Failure`] naming the operation that did not.
-pub async fn check_partial_blocks(dev: &dyn BlockDevice) -> CheckResult {
+pub async fn check_partial_blocks<D: BlockDevice>(dev: &D) -> CheckResult {
     const CHECK: &str = "partial-blocks";
     let bs = dev.geometry().block_size as usize;
     for len in [1, bs - 1, bs + 1, bs + bs / 2] {
-        let mut buf = vec![0u8; len];
-        let r = dev.read(0, &mut buf).await;
+        let r = dev.read(0, BytesMut::zeroed(len)).await.map(drop);
         expect_kind(CHECK, "read", r, ErrorKind::InvalidRequest)?;
-        let r = dev.write(0, &buf, false).await;
+        let r = dev.write(0, Bytes::from(vec![0u8; len]), false).await;
         expect_kind(CHECK, "write", r, ErrorKind::InvalidRequest)?;
     }
     Ok(())
@@ -142,7 +140,7 @@ pub async fn check_partial_blocks(dev: &dyn BlockDevice) -> CheckResult {
 ///
 /// # Errors
 /// A [`Failure`] with the probe's error.
-pub async fn check_probe(dev: &dyn BlockDevice) -> CheckResult {
+pub async fn check_probe<D: BlockDevice>(dev: &D) -> CheckResult {
     dev.probe()
         .await
         .map_err(|e| fail("probe", format!("probe failed: {e}")))
@@ -153,7 +151,7 @@ pub async fn check_probe(dev: &dyn BlockDevice) -> CheckResult {
 ///
 /// # Errors
 /// A [`Failure`] on an error or a mismatch.
-pub async fn check_write_read_back(dev: &dyn BlockDevice) -> CheckResult {
+pub async fn check_write_read_back<D: BlockDevice>(dev: &D) -> CheckResult {
     const CHECK: &str = "write-read-back";
     let g = dev.geometry().clone();
     let n = transfer_blocks(&g, 8);
@@ -162,7 +160,11 @@ pub async fn check_write_read_back(dev: &dyn BlockDevice) -> CheckResult {
         .enumerate()
     {
         let data = pattern(&g, lba, n, i as u8);
-        call(CHECK, "write", dev.write(lba, &data, false).await)?;
+        call(
+            CHECK,
+            "write",
+            dev.write(lba, Bytes::from(data.clone()), false).await,
+        )?;
         expect_data(CHECK, dev, lba, &data).await?;
     }
     let last = g.blocks - 1;
@@ -170,7 +172,7 @@ pub async fn check_write_read_back(dev: &dyn BlockDevice) -> CheckResult {
     call(
         CHECK,
         "write last block",
-        dev.write(last, &data, false).await,
+        dev.write(last, Bytes::from(data.clone()), false).await,
     )?;
     expect_data(CHECK, dev, last, &data).await
 }
@@ -179,12 +181,16 @@ pub async fn check_write_read_back(dev: &dyn BlockDevice) -> CheckResult {
 ///
 /// # Errors
 /// A [`Failure`] on an error or a mismatch.
-pub async fn check_fua(dev: &dyn BlockDevice) -> CheckResult {
+pub async fn check_fua<D: BlockDevice>(dev: &D) -> CheckResult {
     const CHECK: &str = "fua";
     let g = dev.geometry().clone();
     let n = transfer_blocks(&g, 4);
     let data = pattern(&g, 0, n, 0xf0);
-    call(CHECK, "write with fua", dev.write(0, &data, true).await)?;
+    call(
+        CHECK,
+        "write with fua",
+        dev.write(0, Bytes::from(data.clone()), true).await,
+    )?;
     expect_data(CHECK, dev, 0, &data).await
 }
 
@@ -192,12 +198,16 @@ pub async fn check_fua(dev: &dyn BlockDevice) -> CheckResult {
 ///
 /// # Errors
 /// A [`Failure`] on an error or a mismatch.
-pub async fn check_flush(dev: &dyn BlockDevice) -> CheckResult {
+pub async fn check_flush<D: BlockDevice>(dev: &D) -> CheckResult {
     const CHECK: &str = "flush";
     let g = dev.geometry().clone();
     let n = transfer_blocks(&g, 2);
     let data = pattern(&g, 0, n, 0x11);
-    call(CHECK, "write", dev.write(0, &data, false).await)?;
+    call(
+        CHECK,
+        "write",
+        dev.write(0, Bytes::from(data.clone()), false).await,
+    )?;
     call(CHECK, "flush", dev.flush().await)?;
     call(CHECK, "second flush", dev.flush().await)?;
     expect_data(CHECK, dev, 0, &data).await
@@ -208,7 +218,7 @@ pub async fn check_flush(dev: &dyn BlockDevice) -> CheckResult {
 ///
 /// # Errors
 /// A [`Failure`] on an unexpected result or a changed neighbour.
-pub async fn check_discard(dev: &dyn BlockDevice) -> CheckResult {
+pub async fn check_discard<D: BlockDevice>(dev: &D) -> CheckResult {
     const CHECK: &str = "discard";
     let g = dev.geometry().clone();
     let n = transfer_blocks(&g, 6);
@@ -216,7 +226,11 @@ pub async fn check_discard(dev: &dyn BlockDevice) -> CheckResult {
         return Ok(());
     }
     let data = pattern(&g, 0, n, 0x33);
-    call(CHECK, "write", dev.write(0, &data, false).await)?;
+    call(
+        CHECK,
+        "write",
+        dev.write(0, Bytes::from(data.clone()), false).await,
+    )?;
     let r = dev.discard(1, n - 2).await;
     if !g.can_discard {
         return expect_kind(CHECK, "discard", r, ErrorKind::Unsupported);
@@ -230,7 +244,7 @@ pub async fn check_discard(dev: &dyn BlockDevice) -> CheckResult {
 ///
 /// # Errors
 /// A [`Failure`] on an error, non-zero data or a changed neighbour.
-pub async fn check_write_zeroes(dev: &dyn BlockDevice) -> CheckResult {
+pub async fn check_write_zeroes<D: BlockDevice>(dev: &D) -> CheckResult {
     const CHECK: &str = "write-zeroes";
     let g = dev.geometry().clone();
     let n = transfer_blocks(&g, 6);
@@ -239,7 +253,11 @@ pub async fn check_write_zeroes(dev: &dyn BlockDevice) -> CheckResult {
     }
     for unmap in [false, true] {
         let data = pattern(&g, 0, n, 0x44 + u8::from(unmap));
-        call(CHECK, "write", dev.write(0, &data, false).await)?;
+        call(
+            CHECK,
+            "write",
+            dev.write(0, Bytes::from(data.clone()), false).await,
+        )?;
         call(
             CHECK,
             "write_zeroes",
@@ -256,7 +274,7 @@ pub async fn check_write_zeroes(dev: &dyn BlockDevice) -> CheckResult {
 ///
 /// # Errors
 /// A [`Failure`] on an error or a mismatch.
-pub async fn check_concurrent_disjoint_writers(dev: &dyn BlockDevice) -> CheckResult {
+pub async fn check_concurrent_disjoint_writers<D: BlockDevice>(dev: &D) -> CheckResult {
     const CHECK: &str = "concurrent-writers";
     const WRITERS: u64 = 8;
     let g = dev.geometry().clone();
@@ -270,13 +288,15 @@ pub async fn check_concurrent_disjoint_writers(dev: &dyn BlockDevice) -> CheckRe
     let writes = datas
         .iter()
         .enumerate()
-        .map(|(w, d)| dev.write(w as u64 * per, d, false));
+        .map(|(w, d)| dev.write(w as u64 * per, Bytes::from(d.clone()), false));
     for r in join_all(writes.collect()).await {
         call(CHECK, "concurrent write", r)?;
     }
     let reads = (0..WRITERS).map(|w| async move {
-        let mut buf = vec![0u8; (per * u64::from(g.block_size)) as usize];
-        dev.read(w * per, &mut buf).await.map(|()| buf)
+        let len = (per * u64::from(g.block_size)) as usize;
+        dev.read(w * per, BytesMut::zeroed(len))
+            .await
+            .map(|b| b.to_vec())
     });
     for (w, r) in join_all(reads.collect()).await.into_iter().enumerate() {
         let got = r.map_err(|e| fail(CHECK, format!("concurrent read failed: {e}")))?;
@@ -292,17 +312,19 @@ pub async fn check_concurrent_disjoint_writers(dev: &dyn BlockDevice) -> CheckRe
 ///
 /// # Errors
 /// A [`Failure`] naming the operation that was not refused.
-pub async fn check_read_only(dev: &dyn BlockDevice) -> CheckResult {
+pub async fn check_read_only<D: BlockDevice>(dev: &D) -> CheckResult {
     const CHECK: &str = "read-only";
     let g = dev.geometry();
-    let mut buf = vec![0u8; g.block_size as usize];
-    call(CHECK, "read", dev.read(0, &mut buf).await)?;
+    let buf = dev
+        .read(0, BytesMut::zeroed(g.block_size as usize))
+        .await
+        .map_err(|e| fail(CHECK, format!("read failed: {e}")))?;
     call(CHECK, "flush", dev.flush().await)?;
     for fua in [false, true] {
         expect_kind(
             CHECK,
             "write",
-            dev.write(0, &buf, fua).await,
+            dev.write(0, buf.clone().freeze(), fua).await,
             ErrorKind::ReadOnly,
         )?;
     }
@@ -320,8 +342,10 @@ pub async fn check_read_only(dev: &dyn BlockDevice) -> CheckResult {
             ErrorKind::ReadOnly,
         )?;
     }
-    let mut after = vec![0u8; buf.len()];
-    call(CHECK, "read", dev.read(0, &mut after).await)?;
+    let after = dev
+        .read(0, BytesMut::zeroed(buf.len()))
+        .await
+        .map_err(|e| fail(CHECK, format!("read failed: {e}")))?;
     ensure(CHECK, after == buf, || {
         "a refused write changed the data".into()
     })
@@ -351,14 +375,16 @@ fn pattern(g: &Geometry, lba: u64, blocks: u64, seed: u8) -> Vec<u8> {
     v
 }
 
-async fn expect_data(
+async fn expect_data<D: BlockDevice>(
     check: &'static str,
-    dev: &dyn BlockDevice,
+    dev: &D,
     lba: u64,
     want: &[u8],
 ) -> CheckResult {
-    let mut got = vec![0u8; want.len()];
-    call(check, "read back", dev.read(lba, &mut got).await)?;
+    let got = dev
+        .read(lba, BytesMut::zeroed(want.len()))
+        .await
+        .map_err(|e| fail(check, format!("read back failed: {e}")))?;
     let first = got.iter().zip(want).position(|(a, b)| a != b);
     ensure(check, first.is_none(), || {
         format!(
@@ -369,9 +395,9 @@ async fn expect_data(
 }
 
 /// The first and the last of `n` blocks at 0 still hold `data`.
-async fn expect_neighbours(
+async fn expect_neighbours<D: BlockDevice>(
     check: &'static str,
-    dev: &dyn BlockDevice,
+    dev: &D,
     data: &[u8],
     n: u64,
 ) -> CheckResult {
@@ -407,29 +433,4 @@ fn ensure(check: &'static str, ok: bool, detail: impl FnOnce() -> String) -> Che
 
 fn fail(check: &'static str, detail: String) -> Failure {
     Failure { check, detail }
-}
-
-/// Polls borrowed futures together (no spawning, so they may borrow the device) and returns
-/// their outputs in order.
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut all_done = true;
-        for (fut, out) in pending.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match fut.as_mut().poll(cx) {
-                    Poll::Ready(v) => *out = Some(v),
-                    Poll::Pending => all_done = false,
-                }
-            }
-        }
-        if all_done {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
 }

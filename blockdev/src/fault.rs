@@ -13,7 +13,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::watch;
 
 use crate::{BlockDevice, BlockError, ErrorKind, Geometry};
@@ -198,24 +198,23 @@ impl<D: BlockDevice> FaultDisk<D> {
     }
 }
 
-#[async_trait]
 impl<D: BlockDevice> BlockDevice for FaultDisk<D> {
     fn geometry(&self) -> &Geometry {
         self.inner.geometry()
     }
 
-    async fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+    async fn read(&self, lba: u64, buf: BytesMut) -> Result<BytesMut, BlockError> {
         let blocks = buf.len() as u64 / u64::from(self.geometry().block_size.max(1));
         self.gate(Op::Read, Some(lba..lba.saturating_add(blocks)))
             .await?;
         self.inner.read(lba, buf).await
     }
 
-    async fn write(&self, lba: u64, buf: &[u8], fua: bool) -> Result<(), BlockError> {
-        let blocks = buf.len() as u64 / u64::from(self.geometry().block_size.max(1));
+    async fn write(&self, lba: u64, data: Bytes, fua: bool) -> Result<(), BlockError> {
+        let blocks = data.len() as u64 / u64::from(self.geometry().block_size.max(1));
         self.gate(Op::Write, Some(lba..lba.saturating_add(blocks)))
             .await?;
-        self.inner.write(lba, buf, fua).await
+        self.inner.write(lba, data, fua).await
     }
 
     async fn flush(&self) -> Result<(), BlockError> {
@@ -352,8 +351,12 @@ mod tests {
         FaultDisk::new(MemDisk::new(512, 64).unwrap())
     }
 
-    fn kind(r: Result<(), BlockError>) -> Option<ErrorKind> {
+    fn kind<T>(r: Result<T, BlockError>) -> Option<ErrorKind> {
         r.err().map(|e| e.kind())
+    }
+
+    fn zeroed(len: usize) -> BytesMut {
+        BytesMut::zeroed(len)
     }
 
     #[tokio::test]
@@ -364,12 +367,15 @@ mod tests {
                 .on(Op::Write)
                 .when(Trigger::Nth(1)),
         );
-        let mut buf = [0u8; 512];
-        assert_eq!(kind(d.read(0, &mut buf).await), None);
-        assert_eq!(kind(d.write(0, &buf, false).await), None);
-        assert_eq!(kind(d.read(0, &mut buf).await), None);
-        assert_eq!(kind(d.write(0, &buf, false).await), Some(ErrorKind::Medium));
-        assert_eq!(kind(d.write(0, &buf, false).await), None);
+        let buf = Bytes::from_static(&[0u8; 512]);
+        assert_eq!(kind(d.read(0, zeroed(512)).await), None);
+        assert_eq!(kind(d.write(0, buf.clone(), false).await), None);
+        assert_eq!(kind(d.read(0, zeroed(512)).await), None);
+        assert_eq!(
+            kind(d.write(0, buf.clone(), false).await),
+            Some(ErrorKind::Medium)
+        );
+        assert_eq!(kind(d.write(0, buf, false).await), None);
         assert_eq!(d.op_count(), 5);
         assert_eq!(d.inner().stats().writes, 2);
     }
@@ -396,13 +402,12 @@ mod tests {
                 .on(OpSet::ALL)
                 .when(Trigger::Blocks(10..12)),
         );
-        let mut buf = [0u8; 1024];
-        assert_eq!(kind(d.read(8, &mut buf).await), None);
-        assert_eq!(kind(d.read(9, &mut buf).await), Some(ErrorKind::Medium));
+        assert_eq!(kind(d.read(8, zeroed(1024)).await), None);
+        assert_eq!(kind(d.read(9, zeroed(1024)).await), Some(ErrorKind::Medium));
         assert_eq!(kind(d.discard(11, 5).await), Some(ErrorKind::Medium));
         assert_eq!(kind(d.flush().await), None);
         d.clear();
-        assert_eq!(kind(d.read(9, &mut buf).await), None);
+        assert_eq!(kind(d.read(9, zeroed(1024)).await), None);
     }
 
     #[tokio::test(start_paused = true)]
@@ -412,7 +417,7 @@ mod tests {
         let start = tokio::time::Instant::now();
         d.probe().await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(5));
-        d.read(0, &mut [0; 512]).await.unwrap();
+        d.read(0, zeroed(512)).await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(5));
     }
 
@@ -425,14 +430,13 @@ mod tests {
         d.set_path_state(PathState::Hung);
         let waiter = tokio::spawn({
             let d = Arc::clone(&d);
-            async move { d.write(0, &[5; 512], false).await }
+            async move { d.write(0, Bytes::from_static(&[5; 512]), false).await }
         });
         tokio::time::sleep(Duration::from_secs(60)).await;
         assert!(!waiter.is_finished());
         d.set_path_state(PathState::Alive);
         assert_eq!(kind(waiter.await.unwrap()), None);
-        let mut buf = [0u8; 512];
-        d.read(0, &mut buf).await.unwrap();
-        assert_eq!(buf, [5; 512]);
+        let buf = d.read(0, zeroed(512)).await.unwrap();
+        assert_eq!(&buf[..], &[5; 512]);
     }
 }

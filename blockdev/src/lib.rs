@@ -10,13 +10,22 @@
 //!   lengths are whole multiples of the block size. A request that is not a whole number of
 //!   blocks fails with [`ErrorKind::InvalidRequest`]; one that reaches past
 //!   [`Geometry::blocks`] fails with [`ErrorKind::OutOfRange`]. Neither touches the medium.
+//! - Buffers are owned and move with the request, so they can cross a channel to the task that
+//!   does the I/O and come back without a copy: a read takes a buffer of the length to read
+//!   and returns that same buffer filled (a caller that split it off a larger buffer can join
+//!   it back with [`bytes::BytesMut::unsplit`] at no cost); a write hands its data over as
+//!   [`Bytes`], which a device may keep sharing until the write completes.
 //! - Every method may be called concurrently from many tasks; implementations order nothing
 //!   between concurrent requests (as SCSI SIMPLE tasks), except that [`BlockDevice::flush`]
 //!   covers every write that completed before it was called.
 //! - A write with `fua` completes only once its data is on stable storage.
 //! - A request longer than a limit the device states in [`Limits`] may fail with
-//!   [`ErrorKind::InvalidRequest`]; callers split large requests.
+//!   [`ErrorKind::InvalidRequest`]; callers split large requests, in one place: the functions
+//!   of [`split`], which run the pieces concurrently.
 //! - No method panics on any argument; failures are returned as [`BlockError`].
+//! - The futures are `Send` and not boxed: layers are composed by generics (`FaultDisk<D>`,
+//!   a multipath device over `D`, the NBD server over `D`), so a request costs no allocation
+//!   per layer.
 //!
 //! Besides the trait this crate holds the test tools every layer shares: [`MemDisk`] (an
 //! in-memory disk), [`FaultDisk`] (a decorator that injects failures, delays and dead paths) and
@@ -26,11 +35,13 @@
 pub mod conformance;
 mod fault;
 mod mem;
+pub mod split;
 
 use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 
-use async_trait::async_trait;
+pub use bytes::{Bytes, BytesMut};
 
 pub use crate::fault::{Fault, FaultAction, FaultDisk, FaultId, Op, OpSet, PathState, Trigger};
 pub use crate::mem::{MemDisk, MemDiskBuilder, MemDiskError, MemDiskStats};
@@ -112,85 +123,111 @@ pub struct Limits {
 /// A block device: geometry, read, write (with FUA), flush, discard, write-zeroes and probe.
 ///
 /// See the crate documentation for the contract every implementation keeps.
-#[async_trait]
 pub trait BlockDevice: Send + Sync {
     /// Shape and capabilities of the device.
     fn geometry(&self) -> &Geometry;
 
-    /// Reads `buf.len()` bytes starting at block `lba` into `buf`.
+    /// Reads `buf.len()` bytes starting at block `lba` into `buf` and returns it.
     ///
     /// # Errors
-    /// Any [`BlockError`]; on error the contents of `buf` are unspecified.
-    async fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError>;
+    /// Any [`BlockError`]; the buffer is then dropped.
+    fn read(
+        &self,
+        lba: u64,
+        buf: BytesMut,
+    ) -> impl Future<Output = Result<BytesMut, BlockError>> + Send;
 
-    /// Writes `buf` starting at block `lba`; with `fua` the data is durable on return.
+    /// Writes `data` starting at block `lba`; with `fua` the data is durable on return.
     ///
     /// # Errors
     /// Any [`BlockError`]; [`ErrorKind::ReadOnly`] on a read-only device.
-    async fn write(&self, lba: u64, buf: &[u8], fua: bool) -> Result<(), BlockError>;
+    fn write(
+        &self,
+        lba: u64,
+        data: Bytes,
+        fua: bool,
+    ) -> impl Future<Output = Result<(), BlockError>> + Send;
 
     /// Makes every write completed before this call durable.
     ///
     /// # Errors
     /// Any [`BlockError`].
-    async fn flush(&self) -> Result<(), BlockError>;
+    fn flush(&self) -> impl Future<Output = Result<(), BlockError>> + Send;
 
     /// Tells the device that `blocks` blocks at `lba` are no longer needed; their contents
     /// become unspecified.
     ///
     /// # Errors
     /// [`ErrorKind::Unsupported`] when [`Geometry::can_discard`] is false.
-    async fn discard(&self, lba: u64, blocks: u64) -> Result<(), BlockError>;
+    fn discard(&self, lba: u64, blocks: u64)
+    -> impl Future<Output = Result<(), BlockError>> + Send;
 
     /// Sets `blocks` blocks at `lba` to zero; with `unmap` the device may deallocate them as
     /// long as they then read back as zeroes.
     ///
     /// # Errors
     /// Any [`BlockError`].
-    async fn write_zeroes(&self, lba: u64, blocks: u64, unmap: bool) -> Result<(), BlockError>;
+    fn write_zeroes(
+        &self,
+        lba: u64,
+        blocks: u64,
+        unmap: bool,
+    ) -> impl Future<Output = Result<(), BlockError>> + Send;
 
     /// Checks that the device (or path) answers, without touching data (SCSI TEST UNIT READY).
     ///
     /// # Errors
     /// A [`BlockError`] when the device does not answer or is not ready.
-    async fn probe(&self) -> Result<(), BlockError>;
+    fn probe(&self) -> impl Future<Output = Result<(), BlockError>> + Send;
 }
 
 macro_rules! forward_block_device {
     ($($ptr:ident),*) => {$(
-        #[async_trait]
         impl<T: BlockDevice + ?Sized> BlockDevice for $ptr<T> {
             fn geometry(&self) -> &Geometry {
                 (**self).geometry()
             }
-            async fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-                (**self).read(lba, buf).await
+            fn read(
+                &self,
+                lba: u64,
+                buf: BytesMut,
+            ) -> impl Future<Output = Result<BytesMut, BlockError>> + Send {
+                (**self).read(lba, buf)
             }
-            async fn write(&self, lba: u64, buf: &[u8], fua: bool) -> Result<(), BlockError> {
-                (**self).write(lba, buf, fua).await
+            fn write(
+                &self,
+                lba: u64,
+                data: Bytes,
+                fua: bool,
+            ) -> impl Future<Output = Result<(), BlockError>> + Send {
+                (**self).write(lba, data, fua)
             }
-            async fn flush(&self) -> Result<(), BlockError> {
-                (**self).flush().await
+            fn flush(&self) -> impl Future<Output = Result<(), BlockError>> + Send {
+                (**self).flush()
             }
-            async fn discard(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
-                (**self).discard(lba, blocks).await
+            fn discard(
+                &self,
+                lba: u64,
+                blocks: u64,
+            ) -> impl Future<Output = Result<(), BlockError>> + Send {
+                (**self).discard(lba, blocks)
             }
-            async fn write_zeroes(
+            fn write_zeroes(
                 &self,
                 lba: u64,
                 blocks: u64,
                 unmap: bool,
-            ) -> Result<(), BlockError> {
-                (**self).write_zeroes(lba, blocks, unmap).await
+            ) -> impl Future<Output = Result<(), BlockError>> + Send {
+                (**self).write_zeroes(lba, blocks, unmap)
             }
-            async fn probe(&self) -> Result<(), BlockError> {
-                (**self).probe().await
+            fn probe(&self) -> impl Future<Output = Result<(), BlockError>> + Send {
+                (**self).probe()
             }
         }
     )*};
 }
 
-// Decorators (`FaultDisk<Arc<dyn BlockDevice>>`) and composites hold devices behind pointers.
+// Decorators and composites may hold devices behind pointers (`FaultDisk<Arc<D>>`).
 forward_block_device!(Arc, Box);
 
 /// What went wrong, in the terms a caller (NBD errno, multipath failover) needs.

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
 
 use crate::{BlockDevice, BlockError, ErrorKind, Geometry, Limits};
 
@@ -246,13 +246,12 @@ impl MemDiskBuilder {
     }
 }
 
-#[async_trait]
 impl BlockDevice for MemDisk {
     fn geometry(&self) -> &Geometry {
         &self.geometry
     }
 
-    async fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
+    async fn read(&self, lba: u64, mut buf: BytesMut) -> Result<BytesMut, BlockError> {
         let blocks = self.geometry.check_range(lba, buf.len() as u64)?;
         let max = self.geometry.limits.max_transfer_blocks.map(u64::from);
         self.check_limit(blocks, max, "read longer than the maximum transfer length")?;
@@ -260,12 +259,12 @@ impl BlockDevice for MemDisk {
         self.store
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .read(start, buf);
+            .read(start, &mut buf);
         self.stats.reads.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(buf)
     }
 
-    async fn write(&self, lba: u64, buf: &[u8], fua: bool) -> Result<(), BlockError> {
+    async fn write(&self, lba: u64, buf: Bytes, fua: bool) -> Result<(), BlockError> {
         let blocks = self.geometry.check_range(lba, buf.len() as u64)?;
         self.check_writable()?;
         let max = self.geometry.limits.max_transfer_blocks.map(u64::from);
@@ -274,7 +273,7 @@ impl BlockDevice for MemDisk {
         self.store
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .write(start, buf);
+            .write(start, &buf);
         self.stats.writes.fetch_add(1, Ordering::Relaxed);
         if fua {
             self.stats.fua_writes.fetch_add(1, Ordering::Relaxed);
@@ -445,13 +444,14 @@ mod tests {
         block_on(async {
             let disk = MemDisk::builder(512, 1 << 31).sparse(true).build().unwrap();
             assert_eq!(disk.allocated_bytes(), 0);
-            disk.write(1000, &[7; 1024], false).await.unwrap();
+            disk.write(1000, Bytes::from_static(&[7; 1024]), false)
+                .await
+                .unwrap();
             assert_eq!(disk.allocated_bytes(), SPARSE_CHUNK);
             // A partial unmap zeroes but keeps the chunk.
             disk.write_zeroes(1000, 1, true).await.unwrap();
             assert_eq!(disk.allocated_bytes(), SPARSE_CHUNK);
-            let mut buf = [1u8; 1024];
-            disk.read(1000, &mut buf).await.unwrap();
+            let buf = disk.read(1000, BytesMut::zeroed(1024)).await.unwrap();
             assert!(buf[..512].iter().all(|&b| b == 0) && buf[512..].iter().all(|&b| b == 7));
             // Unmapping the whole chunk frees it; NO_HOLE-style zeroing allocates it again.
             disk.discard(896, 128).await.unwrap();
@@ -473,11 +473,11 @@ mod tests {
             let disk = MemDisk::builder(512, 64).limits(limits).build().unwrap();
             let kind = |r: Result<(), BlockError>| r.unwrap_err().kind();
             assert_eq!(
-                kind(disk.write(0, &[0; 2560], false).await),
+                kind(disk.write(0, Bytes::from_static(&[0; 2560]), false).await),
                 ErrorKind::InvalidRequest
             );
             assert_eq!(
-                kind(disk.read(0, &mut [0; 2560]).await),
+                kind(disk.read(0, BytesMut::zeroed(2560)).await.map(drop)),
                 ErrorKind::InvalidRequest
             );
             assert_eq!(kind(disk.discard(0, 9).await), ErrorKind::InvalidRequest);
@@ -485,7 +485,9 @@ mod tests {
                 kind(disk.write_zeroes(0, 17, false).await),
                 ErrorKind::InvalidRequest
             );
-            disk.write(0, &[0; 2048], false).await.unwrap();
+            disk.write(0, Bytes::from_static(&[0; 2048]), false)
+                .await
+                .unwrap();
         });
     }
 
@@ -493,8 +495,12 @@ mod tests {
     fn test_stats_count_fua_and_flush() {
         block_on(async {
             let disk = MemDisk::new(4096, 16).unwrap();
-            disk.write(0, &[1; 4096], true).await.unwrap();
-            disk.write(1, &[1; 4096], false).await.unwrap();
+            disk.write(0, Bytes::from_static(&[1; 4096]), true)
+                .await
+                .unwrap();
+            disk.write(1, Bytes::from_static(&[1; 4096]), false)
+                .await
+                .unwrap();
             disk.flush().await.unwrap();
             disk.write_zeroes(2, 1, true).await.unwrap();
             let s = disk.stats();

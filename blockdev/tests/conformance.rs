@@ -6,9 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sanshim_blockdev::conformance::{self, run_all};
-use sanshim_blockdev::{
-    BlockDevice, ErrorKind, Fault, FaultDisk, Limits, MemDisk, Op, PathState, Trigger,
-};
+use sanshim_blockdev::{ErrorKind, Fault, FaultDisk, Limits, MemDisk, Op, PathState, Trigger};
 
 fn shapes() -> Vec<(&'static str, MemDisk)> {
     let limits = Limits {
@@ -91,11 +89,14 @@ async fn test_delayed_fault_disk_conforms_with_interleaving() {
 }
 
 #[tokio::test]
-async fn test_arc_dyn_device_conforms() {
-    let dev: Arc<dyn BlockDevice> = Arc::new(MemDisk::new(512, 64).unwrap());
+async fn test_arc_and_box_devices_conform() {
+    let dev = Arc::new(MemDisk::new(512, 64).unwrap());
     let decorated = FaultDisk::new(Arc::clone(&dev));
     run_all(&decorated).await.unwrap();
     run_all(&dev).await.unwrap();
+    run_all(&Box::new(MemDisk::new(4096, 16).unwrap()))
+        .await
+        .unwrap();
 }
 
 /// The suite must catch a broken device: a dead path fails the probe check, a device whose

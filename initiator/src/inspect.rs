@@ -1,19 +1,20 @@
-//! What `sanshim ls` and `discover --luns` report about a logical unit: the SPC/SBC
-//! identification and capacity commands (INQUIRY and its VPD pages, READ CAPACITY, MODE SENSE,
-//! REPORT LUNS), run one at a time over a [`SingleClient`].
+//! What `sanshim ls` and `discover --luns` report about a logical unit, and what a disk and
+//! multipath learn before and while they carry I/O: the SPC/SBC identification and capacity
+//! commands (INQUIRY and its VPD pages, READ CAPACITY, MODE SENSE, REPORT LUNS), run on a
+//! live session through its [`SessionHandle`], beside any other traffic. UNIT ATTENTION and
+//! busy statuses are retried by the session ([`crate::scsi::RetryPolicy`]).
 
-use std::time::Duration;
-
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
 use crate::scsi::{
     BlockDeviceCharacteristics, BlockLimits, Cdb, Designator, DeviceIdentification,
     LogicalBlockProvisioning, ModeSense10, ParseError, PeripheralDeviceType, ReadCapacity10,
-    ReadCapacity16, ReportLuns, Sense, SenseKey, StandardInquiry, SupportedVpdPages,
-    UnitSerialNumber, VpdPage,
+    ReadCapacity16, ReportLuns, Sense, StandardInquiry, SupportedVpdPages, UnitSerialNumber,
+    VpdPage,
 };
-use crate::transport::{CommandError, SingleClient};
+use crate::session::{Command, TaskError, Transfer};
+use crate::transport::SessionHandle;
 use crate::wire::{Lun, ScsiStatus};
 
 /// Everything `ls` reports about one LUN.
@@ -75,9 +76,16 @@ impl Capacity {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum InspectError {
-    /// The session failed.
-    #[error(transparent)]
-    Command(#[from] CommandError),
+    /// The session could not run the command.
+    #[error("{command} on LUN {lun} could not be run: {source}")]
+    Session {
+        /// The command.
+        command: &'static str,
+        /// The LUN.
+        lun: u64,
+        /// Why.
+        source: TaskError,
+    },
     /// A command ended with a SCSI error status.
     #[error(
         "{command} on LUN {lun} failed: status {status:?}{}",
@@ -122,14 +130,11 @@ fn sense_text(sense: &Option<Sense>) -> String {
         .unwrap_or_default()
 }
 
-/// Attempts for a command that meets UNIT ATTENTION or a busy target.
-const ATTEMPTS: u32 = 5;
-
 /// Lists the LUNs of the target (REPORT LUNS through LUN 0).
 ///
 /// # Errors
 /// [`InspectError`] when the command fails or its data is malformed.
-pub async fn report_luns(client: &mut SingleClient) -> Result<Vec<Lun>, InspectError> {
+pub async fn report_luns(client: &SessionHandle) -> Result<Vec<Lun>, InspectError> {
     let lun0 = Lun::from_number(0);
     let mut alloc = 4096u32;
     loop {
@@ -155,7 +160,7 @@ pub async fn report_luns(client: &mut SingleClient) -> Result<Vec<Lun>, InspectE
 /// # Errors
 /// [`InspectError`] when a mandatory command (INQUIRY, READ CAPACITY for block devices) fails;
 /// optional pages a target does not support are left out.
-pub async fn inspect(client: &mut SingleClient, lun: Lun) -> Result<LunReport, InspectError> {
+pub async fn inspect(client: &SessionHandle, lun: Lun) -> Result<LunReport, InspectError> {
     let n = lun.number().unwrap_or(lun.raw());
     let parse_err = |command| {
         move |source| InspectError::Parse {
@@ -164,10 +169,6 @@ pub async fn inspect(client: &mut SingleClient, lun: Lun) -> Result<LunReport, I
             source,
         }
     };
-    // A first TEST UNIT READY absorbs the UNIT ATTENTION a fresh I_T nexus reports.
-    command(client, lun, Cdb::test_unit_ready(), 0, "TEST UNIT READY")
-        .await
-        .ok();
     let data = command(client, lun, Cdb::inquiry(255), 255, "INQUIRY").await?;
     let inquiry = StandardInquiry::parse(&data).map_err(parse_err("INQUIRY"))?;
     let pages = vpd(client, lun, 0x00)
@@ -232,7 +233,7 @@ pub async fn inspect(client: &mut SingleClient, lun: Lun) -> Result<LunReport, I
     Ok(report)
 }
 
-async fn capacity(client: &mut SingleClient, lun: Lun, n: u64) -> Result<Capacity, InspectError> {
+async fn capacity(client: &SessionHandle, lun: Lun, n: u64) -> Result<Capacity, InspectError> {
     let parse_err = |command| {
         move |source| InspectError::Parse {
             command,
@@ -273,7 +274,7 @@ async fn capacity(client: &mut SingleClient, lun: Lun, n: u64) -> Result<Capacit
 }
 
 /// Reads VPD page `page`; `None` when the target fails the command (optional pages).
-async fn vpd(client: &mut SingleClient, lun: Lun, page: u8) -> Option<Bytes> {
+async fn vpd(client: &SessionHandle, lun: Lun, page: u8) -> Option<Bytes> {
     let cdb = Cdb::inquiry_vpd(page, 4096);
     match command(client, lun, cdb, 4096, "INQUIRY VPD").await {
         Ok(data) => Some(data),
@@ -284,46 +285,42 @@ async fn vpd(client: &mut SingleClient, lun: Lun, page: u8) -> Option<Bytes> {
     }
 }
 
-/// Runs one command, retrying UNIT ATTENTION and busy statuses a few times.
+/// Runs one command reading at most `alloc_len` bytes; the session has retried what the
+/// standard retry policy allows.
 async fn command(
-    client: &mut SingleClient,
+    client: &SessionHandle,
     lun: Lun,
     cdb: Cdb,
     alloc_len: u32,
     name: &'static str,
 ) -> Result<Bytes, InspectError> {
     let n = lun.number().unwrap_or(lun.raw());
-    let mut delay = Duration::from_millis(50);
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let done = client.execute(lun, cdb.padded(), alloc_len).await?;
-        if done.response != 0 {
-            return Err(InspectError::Response {
-                command: name,
-                lun: n,
-                response: done.response,
-            });
-        }
-        let sense = done.sense;
-        let retry = match done.status {
-            ScsiStatus::GOOD => return Ok(done.data),
-            ScsiStatus::BUSY | ScsiStatus::TASK_SET_FULL => true,
-            ScsiStatus::CHECK_CONDITION => sense.is_some_and(|s| s.key == SenseKey::UNIT_ATTENTION),
-            _ => false,
-        };
-        if !retry || attempt == ATTEMPTS {
-            return Err(InspectError::Scsi {
-                command: name,
-                lun: n,
-                status: done.status,
-                sense,
-            });
-        }
-        debug!(command = name, lun = n, status = ?done.status, ?sense, "retrying");
-        if done.status != ScsiStatus::CHECK_CONDITION {
-            tokio::time::sleep(delay).await;
-            delay *= 2;
-        }
+    let transfer = match alloc_len {
+        0 => Transfer::None,
+        len => Transfer::Read(BytesMut::zeroed(len as usize)),
+    };
+    let done = client
+        .command(Command::new(lun, cdb.padded(), transfer))
+        .await
+        .map_err(|source| InspectError::Session {
+            command: name,
+            lun: n,
+            source,
+        })?;
+    if done.response != 0 {
+        return Err(InspectError::Response {
+            command: name,
+            lun: n,
+            response: done.response,
+        });
+    }
+    match done.status {
+        ScsiStatus::GOOD => Ok(done.data.freeze()),
+        status => Err(InspectError::Scsi {
+            command: name,
+            lun: n,
+            status,
+            sense: done.sense,
+        }),
     }
 }

@@ -19,6 +19,7 @@ use std::str::FromStr;
 use zeroize::{Zeroize, Zeroizing};
 
 use crate::name::{IscsiName, NameError};
+use crate::portal::Portal;
 use crate::wire::Lun;
 
 /// A parsed `iscsi://` URL naming one LUN through one portal.
@@ -195,9 +196,17 @@ impl IscsiUrl {
         self.port
     }
 
-    /// The portal as `host:port` (`[v6]:port` for IPv6), for resolving and for messages.
-    pub fn portal(&self) -> String {
-        format!("{}:{}", self.host, self.port)
+    /// The portal the URL names (its `Display` is `host:port`, `[v6]:port` for IPv6).
+    pub fn portal(&self) -> Portal {
+        let host = match &self.host {
+            Host::Name(n) => n.clone(),
+            Host::Ipv4(ip) => ip.to_string(),
+            Host::Ipv6(ip) => ip.to_string(),
+        };
+        Portal {
+            host,
+            port: self.port,
+        }
     }
 
     /// The target name, lower case.
@@ -438,7 +447,7 @@ mod tests {
         assert_eq!((u.port(), u.lun()), (3270, 0));
         assert_eq!(u.target().as_str(), "iqn.2026-11.test:disk");
         assert!(u.target_lowercased());
-        assert_eq!(u.portal(), "[fe80::1]:3270");
+        assert_eq!(u.portal().to_string(), "[fe80::1]:3270");
         assert_eq!(
             u.to_string(),
             "iscsi://iqn.2026-11.test:init@[fe80::1]:3270/iqn.2026-11.test:disk/0"

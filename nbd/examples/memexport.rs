@@ -83,7 +83,7 @@ async fn run() -> Result<(), Box<dyn Error>> {
     let export = Export {
         name: args.name.clone(),
         description: "memexport test disk".to_owned(),
-        device: Arc::clone(&disk) as Arc<dyn BlockDevice>,
+        device: Arc::clone(&disk),
         read_only: false,
     };
     let server = Server::new(Config::default(), vec![export])?;
@@ -121,8 +121,9 @@ async fn run() -> Result<(), Box<dyn Error>> {
     for task in serving {
         task.await?;
     }
-    let mut data = vec![0; usize::try_from(args.size)?];
-    disk.read(0, &mut data).await?;
+    let data = disk
+        .read(0, bytes::BytesMut::zeroed(usize::try_from(args.size)?))
+        .await?;
     let hex: String = sha2::Sha256::digest(&data)
         .iter()
         .map(|b| format!("{b:02x}"))

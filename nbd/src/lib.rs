@@ -36,23 +36,33 @@ use sanshim_blockdev::BlockDevice;
 
 pub use crate::conn::ConnectionError;
 pub use crate::listen::{BindError, ListenAddr, ListenAddrError, Listener};
-pub use crate::server::{ConfigError, Server, Shutdown};
+pub use crate::server::{ConfigError, Server, Shutdown, Stats};
 
 /// One export: a device under a name.
-#[derive(Clone)]
-pub struct Export {
+pub struct Export<D> {
     /// The name clients ask for (`NBD_OPT_GO`, `NBD_OPT_EXPORT_NAME`); the first export is
     /// also the default one, chosen by an empty name.
     pub name: String,
     /// A description shown by `NBD_OPT_LIST` and `NBD_INFO_DESCRIPTION`.
     pub description: String,
     /// The device served.
-    pub device: Arc<dyn BlockDevice>,
+    pub device: Arc<D>,
     /// Refuse writes even if the device accepts them (`--read-only`).
     pub read_only: bool,
 }
 
-impl std::fmt::Debug for Export {
+impl<D> Clone for Export<D> {
+    fn clone(&self) -> Self {
+        Export {
+            name: self.name.clone(),
+            description: self.description.clone(),
+            device: Arc::clone(&self.device),
+            read_only: self.read_only,
+        }
+    }
+}
+
+impl<D: BlockDevice> std::fmt::Debug for Export<D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Export")
             .field("name", &self.name)

@@ -15,6 +15,7 @@ use crate::wire::{
     emit_info_block_size, emit_info_export, emit_info_string, emit_option_reply, emit_server_entry,
     handshake_flags, transmission_flags as tf,
 };
+use sanshim_blockdev::BlockDevice;
 
 /// Option data this server reads into memory; longer options are skipped and refused.
 pub const MAX_OPTION_DATA: u32 = 16 * 1024;
@@ -81,7 +82,7 @@ pub enum NegotiationError {
 
 impl ExportParams {
     /// Derives what to advertise from an export and the server's largest payload.
-    pub fn new(export: &Export, max_request: u32) -> Self {
+    pub fn new<D: BlockDevice>(export: &Export<D>, max_request: u32) -> Self {
         let g = export.device.geometry();
         let writable = !(export.read_only || g.read_only);
         let mut flags = tf::HAS_FLAGS | tf::CAN_MULTI_CONN;

@@ -1,21 +1,33 @@
 //! [`Server`]: exports, limits and the shutdown signal shared by every listener and connection.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::conn::{ConnectionError, Target, handshake, transmit};
+use crate::conn::{ConnectionError, Counters, Target, handshake, transmit};
 use crate::listen::{Accepted, Listener};
 use crate::negotiate::ExportParams;
 use crate::wire::MAX_STRING;
 use crate::{Config, Export, MAX_REQUEST_BYTES};
+use sanshim_blockdev::BlockDevice;
 
-/// An NBD server over a fixed set of exports. Cheap to clone; clones share everything.
-#[derive(Clone, Debug)]
-pub struct Server {
-    inner: Arc<Inner>,
+/// An NBD server over a fixed set of exports of one device type. Cheap to clone; clones
+/// share everything.
+pub struct Server<D> {
+    inner: Arc<Inner<D>>,
+}
+
+/// What a server's connections moved so far.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct Stats {
+    /// Requests run against the device.
+    pub requests: u64,
+    /// Read payload bytes copied in userspace on their way to the socket (replies of at
+    /// most 4 KiB are gathered into one write; larger ones go out from the device's buffer).
+    pub copied_bytes: u64,
 }
 
 /// A graceful-shutdown signal: once triggered, listeners stop accepting and connections stop
@@ -49,21 +61,38 @@ pub enum ConfigError {
     Limits(&'static str),
 }
 
-#[derive(Debug)]
-struct Inner {
+struct Inner<D> {
+    counters: Arc<Counters>,
     config: Config,
-    exports: Vec<Export>,
+    exports: Vec<Export<D>>,
     params: Vec<ExportParams>,
     shutdown: Shutdown,
     connections: Arc<Semaphore>,
 }
 
-impl Server {
+impl<D> Clone for Server<D> {
+    fn clone(&self) -> Self {
+        Server {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<D: BlockDevice> std::fmt::Debug for Server<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("config", &self.inner.config)
+            .field("exports", &self.inner.exports)
+            .finish()
+    }
+}
+
+impl<D: BlockDevice + 'static> Server<D> {
     /// Builds a server; the first export is the default one.
     ///
     /// # Errors
     /// [`ConfigError`] for bad exports or limits.
-    pub fn new(config: Config, exports: Vec<Export>) -> Result<Server, ConfigError> {
+    pub fn new(config: Config, exports: Vec<Export<D>>) -> Result<Server<D>, ConfigError> {
         check_config(&config)?;
         check_exports(&exports, &config)?;
         let params = exports
@@ -72,6 +101,7 @@ impl Server {
             .collect();
         let connections = Arc::new(Semaphore::new(config.max_connections));
         let inner = Inner {
+            counters: Arc::default(),
             config,
             exports,
             params,
@@ -84,8 +114,17 @@ impl Server {
     }
 
     /// The exports served.
-    pub fn exports(&self) -> &[Export] {
+    pub fn exports(&self) -> &[Export<D>] {
         &self.inner.exports
+    }
+
+    /// What the server's connections moved so far.
+    pub fn stats(&self) -> Stats {
+        let c = &self.inner.counters;
+        Stats {
+            requests: c.requests.load(Ordering::Relaxed),
+            copied_bytes: c.copied.load(Ordering::Relaxed),
+        }
     }
 
     /// The server's shutdown signal (trigger it from a signal handler).
@@ -164,6 +203,7 @@ impl Server {
             params,
             device: Arc::clone(&e.device),
             structured,
+            counters: Arc::clone(&inner.counters),
         };
         transmit(stream, target, &inner.config, &inner.shutdown).await
     }
@@ -252,7 +292,10 @@ fn check_config(c: &Config) -> Result<(), ConfigError> {
     Ok(())
 }
 
-fn check_exports(exports: &[Export], config: &Config) -> Result<(), ConfigError> {
+fn check_exports<D: BlockDevice>(
+    exports: &[Export<D>],
+    config: &Config,
+) -> Result<(), ConfigError> {
     if exports.is_empty() {
         return Err(ConfigError::NoExports);
     }

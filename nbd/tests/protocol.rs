@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sanshim_blockdev::{BlockDevice, Fault, FaultDisk, MemDisk, Op, PathState, Trigger};
+use sanshim_blockdev::{Fault, FaultDisk, MemDisk, Op, PathState, Trigger};
 use sanshim_nbd::wire::{
     Command, OptionCode, OptionHeader, ReplyCode, Request, command_flags as cf,
 };
@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use zerocopy::IntoBytes;
 
-use common::{Client, Reply, TestServer, connect, export, mem_disk, random_bytes};
+use common::{Client, Reply, TestServer, connect, export, get, mem_disk, put, random_bytes};
 
 const EINVAL: u32 = 22;
 const EPERM: u32 = 1;
@@ -40,14 +40,14 @@ fn err(cookie: u64, error: u32) -> Reply {
     }
 }
 
-async fn go(srv: &TestServer, name: &str, structured: bool) -> Client<UnixStream> {
+async fn go<D>(srv: &TestServer<D>, name: &str, structured: bool) -> Client<UnixStream> {
     Client::go(connect(&srv.sock).await, name, structured).await
 }
 
 #[tokio::test]
 async fn test_export_name_handshake_sends_zeroes_like_busybox_expects() {
     let disk = mem_disk(512, 1 << 20);
-    disk.write(0, &[0x42; 512], false).await.unwrap();
+    put(&*disk, 0, &[0x42; 512]).await;
     let srv = TestServer::with_disk(disk).await;
     for no_zeroes in [false, true] {
         let mut s = connect(&srv.sock).await;
@@ -231,8 +231,7 @@ async fn test_disc_and_shutdown_drain_in_flight_requests() {
         .await
         .unwrap()
         .unwrap();
-    let mut buf = [0u8; 1024];
-    dev.read(0, &mut buf).await.unwrap();
+    let buf = get(&*dev, 0, 1024).await;
     assert!(buf[..512].iter().all(|&b| b == 9) && buf[512..].iter().all(|&b| b == 8));
     assert!(!srv.sock.exists(), "socket removed on shutdown");
 }
@@ -388,7 +387,7 @@ async fn test_two_hundred_hostile_clients_while_a_good_one_is_served() {
 }
 
 /// One of several kinds of misbehaviour, chosen by `i`.
-async fn hostile_client(srv: &TestServer, i: u64) {
+async fn hostile_client<D>(srv: &TestServer<D>, i: u64) {
     let Ok(mut s) = UnixStream::connect(&srv.sock).await else {
         return;
     };

@@ -12,7 +12,7 @@ use sanshim_blockdev::{BlockDevice, MemDisk};
 use sanshim_nbd::Config;
 use tokio::process::Command;
 
-use common::{TestServer, export, mem_disk, random_bytes, tool};
+use common::{TestServer, export, get, mem_disk, put, random_bytes, tool};
 
 const SIZE: u64 = 16 << 20;
 
@@ -30,9 +30,7 @@ async fn run(program: &Path, args: &[&str]) -> String {
 }
 
 async fn disk_bytes(disk: &MemDisk) -> Vec<u8> {
-    let mut buf = vec![0; disk.geometry().size_bytes() as usize];
-    disk.read(0, &mut buf).await.unwrap();
-    buf
+    get(disk, 0, disk.geometry().size_bytes() as usize).await
 }
 
 fn sha256_hex(data: &[u8]) -> String {
@@ -131,7 +129,7 @@ async fn test_several_nbdcopy_with_multi_conn_at_once() {
     };
     let disk = mem_disk(512, SIZE);
     let data = random_bytes(SIZE as usize, 99);
-    disk.write(0, &data, false).await.unwrap();
+    put(&*disk, 0, &data).await;
     let srv = TestServer::with_disk(disk.clone()).await;
     let uri = srv.uri("disk");
     let outs: Vec<_> = (0..3)
@@ -170,7 +168,7 @@ async fn test_qemu_img_compare() {
     };
     let disk = mem_disk(512, SIZE);
     let data = random_bytes(SIZE as usize, 3);
-    disk.write(0, &data, false).await.unwrap();
+    put(&*disk, 0, &data).await;
     let srv = TestServer::with_disk(disk.clone()).await;
     let file = srv.dir.path().join("same.img");
     std::fs::write(&file, &data).unwrap();
@@ -181,7 +179,7 @@ async fn test_qemu_img_compare() {
     )
     .await;
     // One changed byte must be found.
-    disk.write(8, &[0x5a; 512], false).await.unwrap();
+    put(&*disk, 8, &[0x5a; 512]).await;
     let out = Command::new(&qemu_img)
         .args(["compare", "-f", "raw", "-F", "raw", file, &srv.uri("disk")])
         .output()
@@ -266,7 +264,7 @@ async fn test_tcp_listener_with_nbdcopy_and_qemu_img() {
     };
     let disk = mem_disk(512, 4 << 20);
     let data = random_bytes(4 << 20, 11);
-    disk.write(0, &data, false).await.unwrap();
+    put(&*disk, 0, &data).await;
     let server =
         sanshim_nbd::Server::new(Config::default(), vec![export("disk", disk, true)]).unwrap();
     let listener = "tcp::0"

@@ -22,13 +22,13 @@ use clap::{Args, ValueEnum};
 use sanshim_bench::{
     BenchError, BenchOptions, Bound, PhaseReport, ReadWrite, Report, format_size, parse_size,
 };
-use sanshim_blockdev::{BlockDevice, ErrorKind};
-use sanshim_initiator::disk::{DiskOptions, ScsiDisk};
+use sanshim_blockdev::ErrorKind;
+use sanshim_initiator::disk::ScsiDisk;
 
 use serde_json::{Value, json};
 use tracing::warn;
 
-use super::session::{Context, parse_url, redact};
+use super::session::{Context, DiskArgs, parse_url, redact};
 use crate::cli::Global;
 use crate::exit::{self, Failure};
 
@@ -63,6 +63,9 @@ pub struct BenchArgs {
     /// Print one JSON document on stdout instead of the summary line.
     #[arg(long)]
     pub json: bool,
+    /// Session and command settings.
+    #[command(flatten)]
+    pub disk: DiskArgs,
 }
 
 /// `--rw` values.
@@ -120,10 +123,11 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<ExitCode, Failure> {
         },
     );
     options.verify = args.verify;
-    let mut disk_options = DiskOptions::default();
+    let mut disk_options = args.disk.options(!rw.is_write() && !args.verify);
     // The session's window need not limit --qd; requests beyond it wait in the disk's queue.
-    disk_options.queue_depth = disk_options.queue_depth.max(args.qd).min(MAX_SESSION_DEPTH);
-    disk_options.read_only = !rw.is_write() && !args.verify;
+    if args.disk.queue_depth.is_none() {
+        disk_options.queue_depth = disk_options.queue_depth.max(args.qd).min(MAX_SESSION_DEPTH);
+    }
     let quiet = global.quiet;
     let rt = super::runtime()?;
     rt.block_on(async {
@@ -131,8 +135,7 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<ExitCode, Failure> {
             ctx.open_paths(&args.urls, &urls, &disk_options, "benchmark")
                 .await?,
         );
-        let device = Arc::clone(&disk) as Arc<dyn BlockDevice>;
-        let result = sanshim_bench::run(device, &options, |p| {
+        let result = sanshim_bench::run(Arc::clone(&disk), &options, |p| {
             if !quiet {
                 eprintln!("{p}");
             }

@@ -7,11 +7,11 @@ use anyhow::anyhow;
 use clap::Args;
 use sanshim_initiator::discovery::{self, DiscoveredTarget};
 use sanshim_initiator::inspect;
-use sanshim_initiator::transport::{self, Portal, SingleClient};
+use sanshim_initiator::portal::Portal;
 use serde_json::{Value, json};
 
 use super::ls::{human, inspect_failure, lun_json};
-use super::session::{COMMAND_TIMEOUT, Context};
+use super::session::Context;
 use crate::cli::Global;
 use crate::creds::UrlCredentials;
 use crate::exit::{self, Failure};
@@ -38,10 +38,14 @@ pub fn run(global: &Global, args: DiscoverArgs) -> Result<ExitCode, Failure> {
     let mut path = 0u32;
     for p in &args.portals {
         let portal = parse_portal(p)?;
-        let logged = rt.block_on(ctx.login(&portal, None, no_creds(), path))?;
+        let session = rt.block_on(ctx.open_session(&portal, None, no_creds(), path))?;
         path += 1;
-        let targets = rt
-            .block_on(transport::send_targets(logged, COMMAND_TIMEOUT))
+        let targets = rt.block_on(async {
+            let targets = discovery::send_targets(&session).await;
+            session.close().await;
+            targets
+        });
+        let targets = targets
             .map_err(|e| Failure::new(exit::OTHER, anyhow!("discovery at {portal}: {e}")))?;
         let mut list = Vec::new();
         for target in &targets {
@@ -77,21 +81,18 @@ fn parse_portal(s: &str) -> Result<Portal, Failure> {
     if s.contains(',') {
         return Err(usage(&"a portal group tag (,TPGT) is not taken here"));
     }
-    let parsed = discovery::Portal::parse(s).map_err(|e| usage(&e))?;
-    if parsed.host.contains(':') && !s.starts_with('[') {
+    let portal = Portal::parse(s).map_err(|e| usage(&e))?;
+    if portal.host.contains(':') && !s.starts_with('[') {
         return Err(usage(&"write IPv6 addresses in brackets: [ADDR]:PORT"));
     }
-    Ok(Portal {
-        host: parsed.host,
-        port: parsed.port,
-    })
+    Ok(portal)
 }
 
 fn target_json(t: &DiscoveredTarget) -> Value {
     let portals: Vec<Value> = t
         .portals
         .iter()
-        .map(|p| json!({ "host": p.host, "port": p.port, "tpgt": p.tpgt }))
+        .map(|a| json!({ "host": a.portal.host, "port": a.portal.port, "tpgt": a.tpgt }))
         .collect();
     json!({ "name": t.name, "portals": portals })
 }
@@ -103,31 +104,27 @@ async fn luns_of(
     target: &DiscoveredTarget,
     path: u32,
 ) -> Result<Vec<Value>, Failure> {
-    let logged = ctx
-        .login(portal, Some(&target.name), no_creds(), path)
+    let session = ctx
+        .open_session(portal, Some(&target.name), no_creds(), path)
         .await?;
-    let established = logged.established.clone();
-    let mut client = SingleClient::new(logged, 0, COMMAND_TIMEOUT);
-    let luns = inspect::report_luns(&mut client)
-        .await
-        .map_err(inspect_failure)?;
-    let mut out = Vec::new();
-    for lun in luns {
-        let report = inspect::inspect(&mut client, lun)
+    let listed = async {
+        let luns = inspect::report_luns(&session)
             .await
             .map_err(inspect_failure)?;
-        let number = lun.number().unwrap_or(lun.raw());
-        let url = format!("iscsi://{portal}/{}/{number}", target.name);
-        out.push(lun_json(
-            &url,
-            &target.name,
-            &portal.to_string(),
-            &report,
-            &established,
-        ));
+        let mut out = Vec::new();
+        for lun in luns {
+            let report = inspect::inspect(&session, lun)
+                .await
+                .map_err(inspect_failure)?;
+            let number = lun.number().unwrap_or(lun.raw());
+            let url = format!("iscsi://{portal}/{}/{number}", target.name);
+            out.push(lun_json(&url, &session, &report));
+        }
+        Ok(out)
     }
-    client.logout().await;
-    Ok(out)
+    .await;
+    session.close().await;
+    listed
 }
 
 fn render(portals: &[Value]) -> String {

@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::{Args, ValueEnum};
 use sanshim_blockdev::BlockDevice;
-use sanshim_initiator::disk::{DiskOptions, ScsiDisk};
+use sanshim_initiator::disk::ScsiDisk;
 use sanshim_initiator::url::IscsiUrl;
 use sanshim_nbd::kernel::{self, AttachError, AttachOptions};
 use sanshim_nbd::{Config, Export, ListenAddr, Server};
@@ -32,7 +32,7 @@ use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::session::{Context, parse_url};
+use super::session::{Context, DiskArgs, parse_url};
 use crate::cli::Global;
 use crate::exit::{self, Failure};
 
@@ -77,23 +77,6 @@ pub enum Policy {
     QueueLength,
     /// The path with the lowest expected service time.
     ServiceTime,
-}
-
-/// Settings of each path's session ([`DiskOptions`]); unset ones keep its defaults.
-#[derive(Args, Debug)]
-pub struct DiskArgs {
-    /// Commands in flight per session at most (1 to 512).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=512))]
-    pub queue_depth: Option<u32>,
-    /// Seconds of silence after which a NOP-Out checks that the target still answers (0: never).
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
-    pub noop_interval: Option<Duration>,
-    /// Seconds a NOP-Out may go unanswered before the connection counts as dead.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
-    pub noop_timeout: Option<Duration>,
-    /// Seconds to keep trying to re-establish a dead session before failing its I/O.
-    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
-    pub replacement_timeout: Option<Duration>,
 }
 
 /// Runs `sanshim export`.
@@ -157,28 +140,6 @@ struct Signals {
     term: Signal,
 }
 
-impl DiskArgs {
-    fn options(&self, read_only: bool) -> DiskOptions {
-        let mut o = DiskOptions {
-            read_only,
-            ..DiskOptions::default()
-        };
-        if let Some(q) = self.queue_depth {
-            o.queue_depth = q;
-        }
-        if let Some(d) = self.noop_interval {
-            o.noop_interval = d;
-        }
-        if let Some(d) = self.noop_timeout {
-            o.noop_timeout = d;
-        }
-        if let Some(d) = self.replacement_timeout {
-            o.replacement_timeout = d;
-        }
-        o
-    }
-}
-
 impl Signals {
     fn new() -> Result<Signals, Failure> {
         let install = |kind| {
@@ -203,7 +164,7 @@ async fn serve(plan: &Plan, disk: &Arc<ScsiDisk>) -> Result<(), Failure> {
     let export = Export {
         name: plan.name.clone(),
         description: format!("sanshim export {}", plan.name),
-        device: Arc::clone(disk) as Arc<dyn BlockDevice>,
+        device: Arc::clone(disk),
         read_only: plan.read_only,
     };
     let server = Server::new(Config::default(), vec![export]).map_err(|e| anyhow!(e))?;
@@ -261,7 +222,7 @@ async fn serve(plan: &Plan, disk: &Arc<ScsiDisk>) -> Result<(), Failure> {
     }
 }
 
-async fn drain(server: &Server, tasks: &mut JoinSet<()>) {
+async fn drain(server: &Server<ScsiDisk>, tasks: &mut JoinSet<()>) {
     server.shutdown();
     while tasks.join_next().await.is_some() {}
 }
@@ -330,17 +291,6 @@ fn default_name(url: &IscsiUrl) -> String {
     }
 }
 
-/// Parses a number of seconds (fractions allowed, at most a day) for a clap argument.
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    let secs: f64 = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(0.0..=86_400.0).contains(&secs) {
-        return Err(format!("{s}: expected 0 <= SECS <= 86400"));
-    }
-    Ok(Duration::from_secs_f64(secs))
-}
-
 const RUN_DIR: &str = "/run/sanshim";
 
 #[cfg(test)]
@@ -362,15 +312,5 @@ mod tests {
             default_name(&url("iscsi://h/iqn.2026-11.local.demo:/0")),
             "sanshim"
         );
-    }
-
-    #[test]
-    fn test_parse_secs() {
-        assert_eq!(parse_secs("5"), Ok(Duration::from_secs(5)));
-        assert_eq!(parse_secs("0.5"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_secs("0"), Ok(Duration::ZERO));
-        for bad in ["-1", "x", "NaN", "inf", "1e9"] {
-            assert!(parse_secs(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -10,10 +10,11 @@ use clap::Args;
 use sanshim_initiator::inspect::{self, InspectError, LunReport};
 use sanshim_initiator::login::Established;
 use sanshim_initiator::scsi::Designator;
+use sanshim_initiator::transport::SessionHandle;
 use sanshim_initiator::wire::Lun;
 use serde_json::{Value, json};
 
-use super::session::{Context, parse_url, portal_of, redact};
+use super::session::{Context, parse_url, redact};
 use crate::cli::Global;
 use crate::exit::{self, Failure};
 
@@ -35,30 +36,10 @@ pub fn run(global: &Global, args: LsArgs) -> Result<ExitCode, Failure> {
     let mut luns = Vec::new();
     for (path, s) in args.urls.iter().enumerate() {
         let (url, wanted) = parse_url(s, true)?;
-        let (mut client, established) = rt.block_on(ctx.open(&url, path as u32))?;
-        let numbers: Vec<Lun> = match wanted {
-            Some(n) => vec![Lun::from_number(n)],
-            None => rt
-                .block_on(inspect::report_luns(&mut client))
-                .map_err(inspect_failure)?,
-        };
-        for lun in numbers {
-            let report = rt.block_on(inspect::inspect(&mut client, lun));
-            let report = report.map_err(inspect_failure)?;
-            let shown = match wanted {
-                Some(_) => redact(s),
-                None => format!("{}/{}", redact(s).trim_end_matches('/'), report.lun),
-            };
-            let portal = portal_of(&url).to_string();
-            luns.push(lun_json(
-                &shown,
-                url.target().as_str(),
-                &portal,
-                &report,
-                &established,
-            ));
-        }
-        rt.block_on(client.logout());
+        let session = rt.block_on(ctx.open(&url, path as u32))?;
+        let listed = rt.block_on(list(&session, wanted, &redact(s)));
+        rt.block_on(session.close());
+        luns.extend(listed?);
     }
     if args.json {
         println!("{}", json!({ "luns": luns }));
@@ -66,6 +47,33 @@ pub fn run(global: &Global, args: LsArgs) -> Result<ExitCode, Failure> {
         print!("{}", human(&luns));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Inspects LUN `wanted` (every LUN when `None`) on a session; `shown` is the URL for
+/// messages.
+async fn list(
+    session: &SessionHandle,
+    wanted: Option<u64>,
+    shown: &str,
+) -> Result<Vec<Value>, Failure> {
+    let numbers: Vec<Lun> = match wanted {
+        Some(n) => vec![Lun::from_number(n)],
+        None => inspect::report_luns(session)
+            .await
+            .map_err(inspect_failure)?,
+    };
+    let mut luns = Vec::new();
+    for lun in numbers {
+        let report = inspect::inspect(session, lun)
+            .await
+            .map_err(inspect_failure)?;
+        let url = match wanted {
+            Some(_) => shown.to_owned(),
+            None => format!("{}/{}", shown.trim_end_matches('/'), report.lun),
+        };
+        luns.push(lun_json(&url, session, &report));
+    }
+    Ok(luns)
 }
 
 /// Maps an inspection failure to its exit code.
@@ -77,13 +85,9 @@ pub fn inspect_failure(e: InspectError) -> Failure {
 }
 
 /// The JSON object of one LUN (the `ls --json` schema, also used by `discover --luns`).
-pub fn lun_json(
-    url: &str,
-    target: &str,
-    portal: &str,
-    r: &LunReport,
-    established: &Established,
-) -> Value {
+pub fn lun_json(url: &str, session: &SessionHandle, r: &LunReport) -> Value {
+    let established: &Established = session.established();
+    let (target, portal) = (session.target(), session.portal().to_string());
     let n = &established.negotiated;
     let capacity = r.capacity;
     let limits = r.block_limits.as_ref().map(|b| {

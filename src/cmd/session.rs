@@ -1,27 +1,25 @@
-//! What `ls`, `discover` and later commands share: our initiator name, the login proposal
-//! from the digest options, credentials, and logging in with errors mapped to exit codes.
+//! What `ls`, `discover`, `bench` and `export` share: our initiator name, the login proposal
+//! from the digest options, credentials, the session settings, and opening sessions and disks
+//! with errors mapped to exit codes.
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::time::Duration;
 
 use anyhow::anyhow;
+use clap::Args;
 use sanshim_initiator::disk::{DiskOptions, OpenError, ScsiDisk};
-use sanshim_initiator::login::{DigestPref, Established, LoginConfig, Proposal};
+use sanshim_initiator::login::{DigestPref, LoginConfig, Proposal};
 use sanshim_initiator::name::{IscsiName, read_default_initiator_name};
-use sanshim_initiator::transport::{
-    self, LoggedIn, LoginPolicy, Portal, SessionError, SingleClient,
-};
-use sanshim_initiator::url::{Host, IscsiUrl, UrlError};
+use sanshim_initiator::portal::Portal;
+use sanshim_initiator::transport::{self, LoginPolicy, SessionError, SessionHandle};
+use sanshim_initiator::url::{IscsiUrl, UrlError};
 use sanshim_initiator::wire::Isid;
 use tracing::{info, warn};
 
 use crate::cli::{DigestChoice, Global};
 use crate::creds::{self, UrlCredentials};
 use crate::exit::{self, Failure};
-
-/// How long one command may take on a single-command session.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Settings every login of this run shares.
 pub struct Context<'g> {
@@ -88,17 +86,17 @@ impl<'g> Context<'g> {
         }
     }
 
-    /// Logs in to `target` at `portal` with CHAP from the options (or the URL).
+    /// The login configuration for `target` (a discovery session when `None`) with CHAP
+    /// from the options (or the URL).
     ///
     /// # Errors
-    /// A [`Failure`] with exit code 3 (unreachable), 4 (refused) or 1.
-    pub async fn login(
+    /// A usage [`Failure`] for unusable credentials.
+    fn login_config(
         &self,
-        portal: &Portal,
         target: Option<&str>,
         url_creds: UrlCredentials<'_>,
         path: u32,
-    ) -> Result<LoggedIn, Failure> {
+    ) -> Result<LoginConfig, Failure> {
         let isid = self.isid(path);
         let mut config = match target {
             Some(t) => LoginConfig::normal(&self.initiator_name, t, isid),
@@ -107,29 +105,39 @@ impl<'g> Context<'g> {
         config.proposal = self.proposal();
         config.chap =
             creds::chap_config(self.global, url_creds).map_err(|e| Failure::new(exit::USAGE, e))?;
-        transport::login(portal, config, &self.policy)
+        Ok(config)
+    }
+
+    /// Logs in to `target` at `portal` (a discovery session when `None`) and starts the
+    /// session engine.
+    ///
+    /// # Errors
+    /// A [`Failure`] with exit code 3 (unreachable), 4 (refused) or 1.
+    pub async fn open_session(
+        &self,
+        portal: &Portal,
+        target: Option<&str>,
+        url_creds: UrlCredentials<'_>,
+        path: u32,
+    ) -> Result<SessionHandle, Failure> {
+        let config = self.login_config(target, url_creds, path)?;
+        let session = DiskOptions::default().session_config();
+        transport::open(portal, config, &self.policy, session)
             .await
             .map_err(session_failure)
     }
 
-    /// Logs in to the target a URL names, for one command at a time.
+    /// Logs in to the target a URL names.
     ///
     /// # Errors
-    /// As [`Context::login`].
-    pub async fn open(
-        &self,
-        url: &IscsiUrl,
-        path: u32,
-    ) -> Result<(SingleClient, Established), Failure> {
+    /// As [`Context::open_session`].
+    pub async fn open(&self, url: &IscsiUrl, path: u32) -> Result<SessionHandle, Failure> {
         let creds = UrlCredentials {
             user: url.user(),
             secret: url.secret(),
         };
-        let logged = self
-            .login(&portal_of(url), Some(url.target().as_str()), creds, path)
-            .await?;
-        let established = logged.established.clone();
-        Ok((SingleClient::new(logged, 0, COMMAND_TIMEOUT), established))
+        let target = Some(url.target().as_str());
+        self.open_session(&url.portal(), target, creds, path).await
     }
 
     /// Logs in to the target a URL names and opens its LUN as a block device with the
@@ -138,7 +146,6 @@ impl<'g> Context<'g> {
     /// # Errors
     /// A [`Failure`] with exit code 3 (unreachable), 4 (refused), 5 (the LUN is not a usable
     /// disk or a SCSI command failed) or 1.
-    #[allow(dead_code, reason = "for the commands that open disks (bench, export)")]
     pub async fn open_disk(
         &self,
         url: &IscsiUrl,
@@ -149,16 +156,12 @@ impl<'g> Context<'g> {
             user: url.user(),
             secret: url.secret(),
         };
-        let mut config =
-            LoginConfig::normal(&self.initiator_name, url.target().as_str(), self.isid(path));
-        config.proposal = self.proposal();
-        config.chap =
-            creds::chap_config(self.global, creds).map_err(|e| Failure::new(exit::USAGE, e))?;
+        let config = self.login_config(Some(url.target().as_str()), creds, path)?;
         let options = DiskOptions {
             lun: url.lun(),
             ..options
         };
-        ScsiDisk::open(portal_of(url), config, self.policy.clone(), options)
+        ScsiDisk::open(url.portal(), config, self.policy.clone(), options)
             .await
             .map_err(|e| match e {
                 OpenError::Session(e) => session_failure(e),
@@ -167,19 +170,6 @@ impl<'g> Context<'g> {
                 | OpenError::BadCapacity { .. }) => Failure::new(exit::SCSI, anyhow!(e)),
                 e => Failure::new(exit::OTHER, anyhow!(e)),
             })
-    }
-}
-
-/// The portal a URL names.
-pub fn portal_of(url: &IscsiUrl) -> Portal {
-    let host = match url.host() {
-        Host::Name(n) => n.clone(),
-        Host::Ipv4(ip) => ip.to_string(),
-        Host::Ipv6(ip) => ip.to_string(),
-    };
-    Portal {
-        host,
-        port: url.port(),
     }
 }
 
@@ -220,6 +210,57 @@ pub fn redact(s: &str) -> String {
         }
         _ => s.to_string(),
     }
+}
+
+/// Session settings a user may change (`bench`, `export`); unset ones keep the defaults of
+/// [`DiskOptions`].
+#[derive(Args, Debug)]
+pub struct DiskArgs {
+    /// Commands in flight per session at most (1 to 512).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub queue_depth: Option<u32>,
+    /// Seconds of silence after which a NOP-Out checks that the target still answers (0: never).
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub noop_interval: Option<Duration>,
+    /// Seconds a NOP-Out may go unanswered before the connection counts as dead.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub noop_timeout: Option<Duration>,
+    /// Seconds to keep trying to re-establish a dead session before failing its I/O.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub replacement_timeout: Option<Duration>,
+    /// Seconds one command may run before it is aborted.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub command_timeout: Option<Duration>,
+}
+
+impl DiskArgs {
+    /// The disk options these arguments ask for.
+    pub fn options(&self, read_only: bool) -> DiskOptions {
+        let d = DiskOptions::default();
+        DiskOptions {
+            read_only,
+            queue_depth: self.queue_depth.unwrap_or(d.queue_depth),
+            noop_interval: self.noop_interval.unwrap_or(d.noop_interval),
+            noop_timeout: self.noop_timeout.unwrap_or(d.noop_timeout),
+            replacement_timeout: self.replacement_timeout.unwrap_or(d.replacement_timeout),
+            command_timeout: self
+                .command_timeout
+                .filter(|t| !t.is_zero())
+                .unwrap_or(d.command_timeout),
+            ..d
+        }
+    }
+}
+
+/// Parses a number of seconds (fractions allowed, at most a day) for a clap argument.
+pub fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=86_400.0).contains(&secs) {
+        return Err(format!("{s}: expected 0 <= SECS <= 86400"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Maps a session failure to the exit code of the contract, with advice.

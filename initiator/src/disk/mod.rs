@@ -1,29 +1,42 @@
-//! A logical unit as a [`BlockDevice`] (SBC-4 over RFC 7143): [`ScsiDisk`] logs in, inspects
-//! the LU (TEST UNIT READY, INQUIRY with VPD 0x00/0x80/0x83/0xB0/0xB2, READ CAPACITY, MODE
-//! SENSE), then runs READ(16)/WRITE(16)/SYNCHRONIZE CACHE/UNMAP/WRITE SAME through a
-//! [`crate::session::Session`] driven by one tokio task.
+//! A logical unit as a [`BlockDevice`](sanshim_blockdev::BlockDevice) (SBC-4 over RFC 7143): [`ScsiDisk`] opens a session,
+//! inspects the LU on it (INQUIRY with VPD 0x00/0x80/0x83/0xB0/0xB1/0xB2, READ CAPACITY,
+//! MODE SENSE), then runs READ(16)/WRITE(16)/SYNCHRONIZE CACHE/UNMAP/WRITE SAME on the same
+//! session, through its [`SessionHandle`].
 //!
 //! ```text
-//!  read/write ─► ops (split by Block Limits, retry UNIT ATTENTION/BUSY) ─► channel ─► driver
-//!                                                 oneshot completion ◄──────────────┘
+//!  read(lba, BytesMut) ─► one READ(16) ─► SessionHandle ─► driver ─► Data-In lands in the buffer
+//!  write(lba, Bytes) ──► one WRITE(16) ─► SessionHandle ─► driver ─► Data-Out sent from it
 //! ```
+//!
+//! A read or write is one SCSI command: requests longer than the LU's MAXIMUM TRANSFER
+//! LENGTH are refused ([`sanshim_blockdev::split`] cuts them, once, above this layer). SCSI
+//! retries (UNIT ATTENTION, BUSY, TASK SET FULL, becoming ready) are the session's
+//! ([`crate::scsi::RetryPolicy`]); what reaches here is final and mapped to an
+//! [`sanshim_blockdev::ErrorKind`].
+//!
+//! # Steady-state cost of a read
+//! Measured by `bench/benches/hotpath.rs` (a counting allocator around the whole stack):
+//! one 128 KiB NBD read costs 2 allocations — the NBD server's buffer and its task for the
+//! request; this layer and the session add none once warm (the reply slot comes from a pool,
+//! the PDU header is encoded into a reused buffer) — and copies no payload byte in userspace,
+//! with or without data digests (the Data-In segment is read by the kernel straight into the
+//! caller's buffer, the digest is computed over it there, and the NBD reply is written from
+//! it). It makes one hop to the session's driver task and one back, and runs no task of its
+//! own.
 
-mod driver;
 mod ops;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use sanshim_blockdev::{Geometry, Limits};
-use tokio::sync::mpsc;
 
-use self::driver::{Relogin, Request};
 use crate::inspect::{self, InspectError, LunReport};
-use crate::login::{Established, LoginConfig};
+use crate::login::LoginConfig;
+use crate::portal::Portal;
 use crate::scsi::{Designator, PeripheralDeviceType};
-use crate::session::{Session, SessionConfig, SessionStart};
-use crate::transport::{self, LoginPolicy, Portal, SessionError, SingleClient};
+use crate::session::SessionConfig;
+use crate::transport::{self, LoginPolicy, SessionError, SessionHandle};
 use crate::wire::Lun;
 
 /// How a disk's session behaves.
@@ -55,6 +68,21 @@ impl Default for DiskOptions {
             command_timeout: Duration::from_secs(30),
             read_only: false,
             lun: 0,
+        }
+    }
+}
+
+impl DiskOptions {
+    /// The session settings these options ask for.
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            queue_depth: self.queue_depth,
+            noop_interval: self.noop_interval,
+            noop_timeout: self.noop_timeout,
+            replacement_timeout: self.replacement_timeout,
+            command_timeout: self.command_timeout,
+            tmf_timeout: self.command_timeout.min(Duration::from_secs(10)),
+            ..SessionConfig::default()
         }
     }
 }
@@ -104,7 +132,7 @@ impl OpenError {
 /// A SCSI block device reached over one iSCSI session.
 #[derive(Debug)]
 pub struct ScsiDisk {
-    requests: mpsc::UnboundedSender<Request>,
+    session: SessionHandle,
     geometry: Geometry,
     report: LunReport,
     lun: Lun,
@@ -113,12 +141,11 @@ pub struct ScsiDisk {
     use16: AtomicBool,
     /// WRITE SAME(16) works; cleared when the target lacks it.
     write_same: AtomicBool,
-    driver: tokio::task::JoinHandle<()>,
-    reconnects: Arc<AtomicU64>,
 }
 
 impl ScsiDisk {
-    /// Logs in at `portal`, inspects LUN `options.lun` and starts the session engine.
+    /// Logs in at `portal`, inspects LUN `options.lun` on the new session and keeps the
+    /// session for I/O.
     ///
     /// # Errors
     /// [`OpenError`]: unreachable portal, refused login, failed inspection, or a LU that is
@@ -129,52 +156,35 @@ impl ScsiDisk {
         policy: LoginPolicy,
         options: DiskOptions,
     ) -> Result<ScsiDisk, OpenError> {
-        let logged = transport::login(&portal, login.clone(), &policy).await?;
-        let established: Established = logged.established.clone();
-        let mut client = SingleClient::new(logged, login.cid, options.command_timeout);
+        let session = transport::open(&portal, login, &policy, options.session_config()).await?;
+        match ScsiDisk::on_session(session.clone(), options).await {
+            Ok(disk) => Ok(disk),
+            Err(e) => {
+                session.close().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Inspects LUN `options.lun` on a running session and makes it a disk.
+    ///
+    /// # Errors
+    /// [`OpenError`] for a failed inspection or a LU that is not a usable block device.
+    pub async fn on_session(
+        session: SessionHandle,
+        options: DiskOptions,
+    ) -> Result<ScsiDisk, OpenError> {
         let lun = Lun::from_number(options.lun);
-        let report = inspect::inspect(&mut client, lun).await?;
+        let report = inspect::inspect(&session, lun).await?;
         let geometry = geometry(&report, &options)?;
-        let (connection, seq) = client.into_parts();
-        let (stream, codec, rbuf) = connection.into_parts();
-        let start = SessionStart {
-            cmd_sn: seq.cmd_sn,
-            exp_stat_sn: seq.exp_stat_sn,
-            exp_cmd_sn: seq.cmd_sn,
-            max_cmd_sn: seq.max_cmd_sn,
-            negotiated: established.negotiated,
-        };
-        let now = Instant::now();
-        let mut session = Session::new(session_config(&options), now);
-        session.handle_connected(&start, now);
-        // Re-logins reinstate the session: same ISID, TSIH 0 (RFC 7143 §6.3.5).
-        let mut config = login;
-        config.tsih = 0;
-        let relogin_policy = LoginPolicy {
-            busy_retries: 0,
-            connect_timeout: policy.connect_timeout.min(Duration::from_secs(3)),
-            response_timeout: policy.response_timeout.min(Duration::from_secs(5)),
-            ..policy
-        };
-        let reconnects = Arc::new(AtomicU64::new(0));
-        let relogin = Relogin {
-            portal,
-            config,
-            policy: relogin_policy,
-            count: reconnects.clone(),
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let driver = tokio::spawn(driver::run(session, stream, codec, rbuf, rx, relogin));
         Ok(ScsiDisk {
-            requests: tx,
+            session,
             geometry,
             report,
             lun,
             options,
             use16: AtomicBool::new(true),
             write_same: AtomicBool::new(true),
-            driver,
-            reconnects,
         })
     }
 
@@ -188,9 +198,14 @@ impl ScsiDisk {
         self.report.identity()
     }
 
+    /// The session the disk runs on, for inspection and task management beside its I/O.
+    pub fn session(&self) -> &SessionHandle {
+        &self.session
+    }
+
     /// How many times the session was re-established after losing its connection.
     pub fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
+        self.session.reconnects()
     }
 
     /// The options the disk was opened with.
@@ -198,7 +213,8 @@ impl ScsiDisk {
         &self.options
     }
 
-    /// Flushes the write cache (SYNCHRONIZE CACHE), logs out and stops the engine.
+    /// Flushes the write cache (SYNCHRONIZE CACHE), logs out and stops the engine. Both are
+    /// bounded by the session's timeouts.
     ///
     /// # Errors
     /// The flush's error; the logout happens regardless.
@@ -208,24 +224,8 @@ impl ScsiDisk {
         } else {
             self.synchronize_cache().await
         };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        if self.requests.send(Request::Close(tx)).is_ok() {
-            let _ = rx.await;
-        }
-        let _ = self.driver.await;
+        self.session.close().await;
         flushed
-    }
-}
-
-fn session_config(o: &DiskOptions) -> SessionConfig {
-    SessionConfig {
-        queue_depth: o.queue_depth,
-        noop_interval: o.noop_interval,
-        noop_timeout: o.noop_timeout,
-        replacement_timeout: o.replacement_timeout,
-        command_timeout: o.command_timeout,
-        tmf_timeout: o.command_timeout.min(Duration::from_secs(10)),
-        ..SessionConfig::default()
     }
 }
 
@@ -246,9 +246,14 @@ fn geometry(report: &LunReport, options: &DiskOptions) -> Result<Geometry, OpenE
             block_size,
         });
     }
-    let limits = report
+    let mut limits = report
         .block_limits
         .map_or(Limits::default(), |b| b.limits());
+    // One command per request: state the transfer limit the disk applies when the LU
+    // states none, so that callers split to it.
+    let bs = u64::from(block_size);
+    let default_max = u32::try_from(ops::DEFAULT_MAX_TRANSFER / bs).unwrap_or(u32::MAX);
+    limits.max_transfer_blocks = Some(limits.max_transfer_blocks.unwrap_or(default_max).max(1));
     let provisioning = report.provisioning;
     Ok(Geometry {
         block_size,

@@ -1,143 +1,60 @@
-//! The block operations of [`ScsiDisk`] as SCSI commands (SBC-4 §5), with the SCSI-level
-//! retries: UNIT ATTENTION at once, BUSY / TASK SET FULL / NOT READY (becoming ready) after a
-//! growing pause. Sense is mapped to [`ErrorKind`] by [`Sense::to_block_error`].
+//! The block operations of [`ScsiDisk`] as SCSI commands (SBC-4 §5). The session has already
+//! retried what the SCSI retry policy allows; a status that reaches here is final, and its
+//! sense is mapped to [`ErrorKind`] by [`Sense::to_block_error`].
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
-use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use sanshim_blockdev::{BlockDevice, BlockError, ErrorKind, Geometry};
-use tokio::sync::oneshot;
-use tracing::debug;
+use tracing::{debug, error};
 
 use super::ScsiDisk;
-use super::driver::Request;
-use crate::scsi::{Cdb, SenseKey, UnmapRange, unmap_parameter_list};
+use crate::scsi::{Cdb, RetryPolicy, UnmapRange, is_reset, unmap_parameter_list};
 use crate::session::{Command, Response, TaskError, Transfer};
 use crate::wire::ScsiStatus;
 
-/// Attempts per command before a retryable condition becomes an error.
-const ATTEMPTS: u32 = 12;
 /// Largest transfer per command when the target states no limit.
-const DEFAULT_MAX_TRANSFER: u64 = 8 << 20;
+pub(super) const DEFAULT_MAX_TRANSFER: u64 = 8 << 20;
 
 impl ScsiDisk {
-    /// Runs one command, retrying what SAM says may succeed when sent again.
-    async fn exec(
+    /// Runs one command and maps its outcome ([`status`]).
+    async fn exec(&self, command: Command) -> Result<Response, BlockError> {
+        let op = command.cdb[0];
+        let response = self.session.command(command).await.map_err(task_error)?;
+        status(response, op)
+    }
+
+    fn command(&self, cdb: Cdb, transfer: Transfer) -> Command {
+        Command::new(self.lun, cdb.padded(), transfer)
+    }
+
+    /// Runs a READ or WRITE, falling back to the 10-byte form once the target turns out to
+    /// lack the 16-byte one.
+    async fn read_write(
         &self,
-        cdb: Cdb,
-        transfer: impl Fn() -> Transfer,
+        lba: u64,
+        blocks: u32,
+        fua: Option<bool>,
+        transfer: Transfer,
     ) -> Result<Response, BlockError> {
-        let mut pause = Duration::from_millis(5);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let (tx, rx) = oneshot::channel();
-            let command = Command::new(self.lun, cdb.padded(), transfer());
-            self.requests
-                .send(Request::Command(command, tx))
-                .map_err(|_| closed())?;
-            let response = rx.await.map_err(|_| closed())?.map_err(task_error)?;
-            if response.response != 0 {
-                return Err(BlockError::new(
-                    ErrorKind::TargetFailure,
-                    "iSCSI target failure",
-                ));
-            }
-            let wait = match response.status {
-                ScsiStatus::GOOD | ScsiStatus::CONDITION_MET => return Ok(response),
-                ScsiStatus::CHECK_CONDITION => {
-                    let Some(sense) = response.sense else {
-                        return Err(BlockError::new(
-                            ErrorKind::TargetFailure,
-                            "CHECK CONDITION without sense data",
-                        ));
-                    };
-                    if sense.is_recovered() {
-                        return Ok(response);
-                    }
-                    if !sense.is_retryable() || attempt >= ATTEMPTS {
-                        debug!(%sense, op = ?cdb.op(), "command failed");
-                        return Err(sense.to_block_error());
-                    }
-                    sense.key != SenseKey::UNIT_ATTENTION
-                }
-                ScsiStatus::BUSY | ScsiStatus::TASK_SET_FULL if attempt < ATTEMPTS => true,
-                ScsiStatus::BUSY | ScsiStatus::TASK_SET_FULL => {
-                    return Err(BlockError::new(ErrorKind::PathFailure, "target stays busy"));
-                }
-                ScsiStatus::RESERVATION_CONFLICT => {
-                    return Err(BlockError::new(
-                        ErrorKind::TargetFailure,
-                        "reservation conflict",
-                    ));
-                }
-                _ => {
-                    return Err(BlockError::new(
-                        ErrorKind::TargetFailure,
-                        "unexpected SCSI status",
-                    ));
-                }
-            };
-            if wait {
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(1));
-            }
-        }
-    }
-
-    /// Blocks per READ/WRITE command: the Block Limits maximum (or 8 MiB).
-    fn max_blocks(&self) -> u64 {
-        let bs = u64::from(self.geometry.block_size);
-        let stated = self.geometry.limits.max_transfer_blocks.map(u64::from);
-        stated
-            .unwrap_or(DEFAULT_MAX_TRANSFER / bs)
-            .clamp(1, u64::from(u32::MAX))
-    }
-
-    async fn read_chunk(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let blocks = blocks_of(buf.len(), self.geometry.block_size);
-        let len = buf.len();
-        let transfer = || Transfer::Read(BytesMut::zeroed(len));
-        let response = match self.rw_cdb(lba, blocks, None) {
-            Some(cdb) => self.exec(cdb, transfer).await,
-            None => Err(unsupported16()),
+        let cdb = self.rw_cdb(lba, blocks, fua).ok_or_else(unsupported16)?;
+        // A second try in the 10-byte form sends the same data, or reads into a new buffer
+        // of the same length (the first one went with the failed command).
+        let (data, len) = match &transfer {
+            Transfer::Write(data) => (Some(data.clone()), data.len()),
+            other => (None, other.len()),
         };
-        let response = match response {
+        match self.exec(self.command(cdb, transfer)).await {
             Err(e) if e.kind() == ErrorKind::Unsupported && self.fall_back_to_10(lba, blocks) => {
-                let cdb = self.rw_cdb(lba, blocks, None).ok_or_else(unsupported16)?;
-                self.exec(cdb, transfer).await?
+                let cdb = self.rw_cdb(lba, blocks, fua).ok_or_else(unsupported16)?;
+                let again = match data {
+                    Some(data) => Transfer::Write(data),
+                    None => Transfer::Read(BytesMut::zeroed(len)),
+                };
+                self.exec(self.command(cdb, again)).await
             }
-            other => other?,
-        };
-        if response.data.len() != buf.len() {
-            return Err(BlockError::new(ErrorKind::TargetFailure, "short read"));
+            other => other,
         }
-        buf.copy_from_slice(&response.data);
-        Ok(())
-    }
-
-    async fn write_chunk(&self, lba: u64, data: Bytes, fua: bool) -> Result<(), BlockError> {
-        let blocks = blocks_of(data.len(), self.geometry.block_size);
-        let transfer = || Transfer::Write(data.clone());
-        let result = match self.rw_cdb(lba, blocks, Some(fua)) {
-            Some(cdb) => self.exec(cdb, transfer).await,
-            None => Err(unsupported16()),
-        };
-        let response = match result {
-            Err(e) if e.kind() == ErrorKind::Unsupported && self.fall_back_to_10(lba, blocks) => {
-                let cdb = self
-                    .rw_cdb(lba, blocks, Some(fua))
-                    .ok_or_else(unsupported16)?;
-                self.exec(cdb, transfer).await?
-            }
-            other => other?,
-        };
-        if response.underflow.is_some_and(|n| n > 0) {
-            return Err(BlockError::new(ErrorKind::TargetFailure, "short write"));
-        }
-        Ok(())
     }
 
     /// READ/WRITE CDB (`fua` set for writes): the 16-byte form, or the 10-byte one once the
@@ -168,18 +85,36 @@ impl ScsiDisk {
         false
     }
 
-    /// SYNCHRONIZE CACHE(16), or (10) when the target lacks the 16-byte form.
+    /// SYNCHRONIZE CACHE(16), or (10) when the target lacks the 16-byte form. A power-on or
+    /// reset unit attention is an error here: the target's volatile cache may have lost
+    /// writes it had acknowledged, and only the caller can decide what to do about that.
     pub(super) async fn synchronize_cache(&self) -> Result<(), BlockError> {
-        match self
-            .exec(Cdb::synchronize_cache16(0, 0), || Transfer::None)
-            .await
-        {
-            Err(e) if e.kind() == ErrorKind::Unsupported => self
-                .exec(Cdb::synchronize_cache10(0, 0), || Transfer::None)
-                .await
-                .map(drop),
-            other => other.map(drop),
+        match self.sync(Cdb::synchronize_cache16(0, 0)).await {
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                self.sync(Cdb::synchronize_cache10(0, 0)).await
+            }
+            other => other,
         }
+    }
+
+    async fn sync(&self, cdb: Cdb) -> Result<(), BlockError> {
+        let command = self
+            .command(cdb, Transfer::None)
+            .with_retry(RetryPolicy::FLUSH);
+        let op = command.cdb[0];
+        let response = self.session.command(command).await.map_err(task_error)?;
+        if response.sense.as_ref().is_some_and(is_reset) {
+            error!(
+                portal = %self.session.portal(), target = %self.session.target(),
+                "SYNCHRONIZE CACHE met a power-on/reset unit attention: the target's \
+                 volatile write cache may have lost acknowledged writes"
+            );
+            return Err(BlockError::new(
+                ErrorKind::TargetFailure,
+                "target reset before the flush: acknowledged writes may be lost",
+            ));
+        }
+        status(response, op).map(drop)
     }
 
     async fn write_same(&self, lba: u64, blocks: u64, unmap: bool) -> Result<(), BlockError> {
@@ -190,12 +125,19 @@ impl ScsiDisk {
             .unwrap_or(1 << 16)
             .clamp(1, u64::from(u32::MAX));
         let zero = Bytes::from(vec![0u8; self.geometry.block_size as usize]);
-        let unmap = unmap && self.report.provisioning.is_some_and(|p| p.lbpws);
+        // UNMAP in WRITE SAME only where unmapped blocks are guaranteed to read as zeroes
+        // (LBPRZ, SBC-4 §6.6.5); elsewhere the zeroes are written.
+        let unmap = unmap
+            && self
+                .report
+                .provisioning
+                .is_some_and(|p| p.lbpws && p.lbprz & 1 == 1);
         let mut done = 0;
         while done < blocks {
             let n = (blocks - done).min(per);
             let cdb = Cdb::write_same16(lba + done, n as u32, unmap);
-            self.exec(cdb, || Transfer::Write(zero.clone())).await?;
+            self.exec(self.command(cdb, Transfer::Write(zero.clone())))
+                .await?;
             done += n;
         }
         Ok(())
@@ -204,14 +146,37 @@ impl ScsiDisk {
     async fn write_zero_buffers(&self, lba: u64, blocks: u64) -> Result<(), BlockError> {
         let per = self.max_blocks().min(256);
         let bs = self.geometry.block_size as usize;
+        let zero = Bytes::from(vec![0u8; per as usize * bs]);
         let mut done = 0;
         while done < blocks {
             let n = (blocks - done).min(per);
-            let zero = Bytes::from(vec![0u8; n as usize * bs]);
-            self.write_chunk(lba + done, zero, false).await?;
+            let data = zero.slice(..n as usize * bs);
+            self.read_write(lba + done, n as u32, Some(false), Transfer::Write(data))
+                .await?;
             done += n;
         }
         Ok(())
+    }
+
+    /// Blocks per READ/WRITE command.
+    fn max_blocks(&self) -> u64 {
+        self.geometry
+            .limits
+            .max_transfer_blocks
+            .map_or(1, u64::from)
+            .max(1)
+    }
+
+    /// Checks a READ/WRITE request: in range, whole blocks, one command's worth.
+    fn check_transfer(&self, lba: u64, len: usize) -> Result<u32, BlockError> {
+        let blocks = self.geometry.check_range(lba, len as u64)?;
+        if blocks > self.max_blocks() {
+            return Err(BlockError::new(
+                ErrorKind::InvalidRequest,
+                "transfer longer than the LU's maximum transfer length",
+            ));
+        }
+        Ok(blocks as u32)
     }
 
     fn check_writable(&self) -> Result<(), BlockError> {
@@ -222,37 +187,33 @@ impl ScsiDisk {
     }
 }
 
-#[async_trait]
 impl BlockDevice for ScsiDisk {
     fn geometry(&self) -> &Geometry {
         &self.geometry
     }
 
-    async fn read(&self, lba: u64, buf: &mut [u8]) -> Result<(), BlockError> {
-        let blocks = self.geometry.check_range(lba, buf.len() as u64)?;
-        let bs = self.geometry.block_size as usize;
-        let per = self.max_blocks();
-        let mut done = 0u64;
-        for chunk in buf.chunks_mut(per as usize * bs) {
-            self.read_chunk(lba + done, chunk).await?;
-            done += (chunk.len() / bs) as u64;
+    async fn read(&self, lba: u64, buf: BytesMut) -> Result<BytesMut, BlockError> {
+        let blocks = self.check_transfer(lba, buf.len())?;
+        let len = buf.len();
+        let response = self
+            .read_write(lba, blocks, None, Transfer::Read(buf))
+            .await?;
+        if response.data.len() != len {
+            return Err(BlockError::new(ErrorKind::TargetFailure, "short read"));
         }
-        debug_assert_eq!(done, blocks);
-        Ok(())
+        Ok(response.data)
     }
 
-    async fn write(&self, lba: u64, buf: &[u8], fua: bool) -> Result<(), BlockError> {
-        self.geometry.check_range(lba, buf.len() as u64)?;
+    async fn write(&self, lba: u64, data: Bytes, fua: bool) -> Result<(), BlockError> {
+        let blocks = self.check_transfer(lba, data.len())?;
         self.check_writable()?;
-        let bs = self.geometry.block_size as usize;
-        let per = self.max_blocks() as usize * bs;
         // A device without DPOFUA may refuse the FUA bit: write, then SYNCHRONIZE CACHE.
         let native_fua = fua && self.geometry.can_fua;
-        let mut at = lba;
-        for chunk in buf.chunks(per) {
-            self.write_chunk(at, Bytes::copy_from_slice(chunk), native_fua)
-                .await?;
-            at += (chunk.len() / bs) as u64;
+        let response = self
+            .read_write(lba, blocks, Some(native_fua), Transfer::Write(data))
+            .await?;
+        if response.underflow.is_some_and(|n| n > 0) {
+            return Err(BlockError::new(ErrorKind::TargetFailure, "short write"));
         }
         if fua && !native_fua {
             self.synchronize_cache().await?;
@@ -289,8 +250,8 @@ impl BlockDevice for ScsiDisk {
             let list = unmap_parameter_list(&[range])
                 .map_err(|_| BlockError::new(ErrorKind::InvalidRequest, "UNMAP list"))?;
             let cdb = Cdb::unmap(list.len() as u16);
-            let list = Bytes::from(list);
-            self.exec(cdb, || Transfer::Write(list.clone())).await?;
+            self.exec(self.command(cdb, Transfer::Write(Bytes::from(list))))
+                .await?;
             done += n;
         }
         Ok(())
@@ -315,18 +276,46 @@ impl BlockDevice for ScsiDisk {
     }
 
     async fn probe(&self) -> Result<(), BlockError> {
-        self.exec(Cdb::test_unit_ready(), || Transfer::None)
+        self.exec(self.command(Cdb::test_unit_ready(), Transfer::None))
             .await
             .map(drop)
     }
 }
 
-fn blocks_of(len: usize, block_size: u32) -> u32 {
-    u32::try_from(len / block_size as usize).unwrap_or(u32::MAX)
-}
-
-fn closed() -> BlockError {
-    BlockError::new(ErrorKind::PathFailure, "the iSCSI session is closed")
+/// Maps a command's outcome: GOOD, CONDITION MET and RECOVERED ERROR are success, anything
+/// else a [`BlockError`].
+fn status(response: Response, op: u8) -> Result<Response, BlockError> {
+    if response.response != 0 {
+        return Err(BlockError::new(
+            ErrorKind::TargetFailure,
+            "iSCSI target failure",
+        ));
+    }
+    match response.status {
+        ScsiStatus::GOOD | ScsiStatus::CONDITION_MET => Ok(response),
+        ScsiStatus::CHECK_CONDITION => match response.sense {
+            Some(sense) if sense.is_recovered() => Ok(response),
+            Some(sense) => {
+                debug!(%sense, op, "command failed");
+                Err(sense.to_block_error())
+            }
+            None => Err(BlockError::new(
+                ErrorKind::TargetFailure,
+                "CHECK CONDITION without sense data",
+            )),
+        },
+        ScsiStatus::BUSY | ScsiStatus::TASK_SET_FULL => {
+            Err(BlockError::new(ErrorKind::PathFailure, "target stays busy"))
+        }
+        ScsiStatus::RESERVATION_CONFLICT => Err(BlockError::new(
+            ErrorKind::TargetFailure,
+            "reservation conflict",
+        )),
+        _ => Err(BlockError::new(
+            ErrorKind::TargetFailure,
+            "unexpected SCSI status",
+        )),
+    }
 }
 
 fn unsupported16() -> BlockError {
@@ -348,8 +337,15 @@ fn task_error(e: TaskError) -> BlockError {
         ),
         TaskError::TooManyRetries(_) => BlockError::new(
             ErrorKind::PathFailure,
-            "command failed repeatedly on broken connections",
+            "command re-issued too often without completing",
         ),
-        _ => closed(),
+        TaskError::Timeout => BlockError::new(
+            ErrorKind::PathFailure,
+            "the target did not accept the command within the command timeout",
+        ),
+        TaskError::Refused(_) => {
+            BlockError::new(ErrorKind::InvalidRequest, "the session refused the command")
+        }
+        _ => BlockError::new(ErrorKind::PathFailure, "the iSCSI session is closed"),
     }
 }

@@ -30,6 +30,7 @@ mod codes;
 mod devid;
 mod inquiry;
 mod lun;
+mod retry;
 mod sense;
 
 pub use asc::AscAscq;
@@ -42,6 +43,7 @@ pub use codes::{PeripheralDeviceType, PeripheralQualifier, ScsiOp, SenseKey};
 pub use devid::{Association, CodeSet, Designator, DesignatorType, DeviceIdentification};
 pub use inquiry::{StandardInquiry, SupportedVpdPages, Tpgs, UnitSerialNumber, VpdPage};
 pub use lun::ReportLuns;
+pub use retry::{RetryCount, RetryPolicy, Verdict, is_reset};
 pub use sense::Sense;
 
 /// Why bytes returned by a target could not be decoded.

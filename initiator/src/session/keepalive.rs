@@ -57,8 +57,10 @@ impl Session {
     pub(super) fn handle_nop_in(&mut self, n: NopIn, now: Instant) {
         self.window.update(n.exp_cmd_sn, n.max_cmd_sn);
         if n.ttt != RESERVED_TAG {
-            // The target pings: echo its TTT, LUN and data at once (§11.18.6). Its StatSN
-            // is not advanced.
+            // The target pings: echo its TTT, LUN and data at once (§11.18.6), the data cut
+            // to what the target accepts in one segment. Its StatSN is not advanced.
+            let mut data = n.data;
+            data.truncate(self.params.max_xmit as usize);
             self.transmit.push_back(Pdu::NopOut(NopOut {
                 immediate: true,
                 lun: n.lun,
@@ -66,7 +68,7 @@ impl Session {
                 ttt: n.ttt,
                 cmd_sn: self.window.cmd_sn,
                 exp_stat_sn: self.window.exp_stat_sn,
-                data: n.data,
+                data,
             }));
             return;
         }
@@ -90,7 +92,10 @@ impl Session {
             return;
         }
         if self.keepalive.ping.is_some() {
-            tracing::warn!("NOP-Out ping unanswered; declaring the connection dead");
+            tracing::warn!(
+                silent_for = ?now.saturating_duration_since(self.keepalive.last_rx),
+                "nothing from the target since a NOP-Out ping; declaring the connection dead"
+            );
             let delay = std::time::Duration::ZERO;
             return self.fail_connection(ConnectionFailure::PingTimeout, delay, now);
         }

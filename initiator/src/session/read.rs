@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use bytes::BytesMut;
 
-use super::types::{Response, Transfer};
+use super::recovery::Pace;
+use super::types::{Outcome, Response, Transfer};
 use super::{Session, Task};
-use crate::scsi::Sense;
+use crate::scsi::{Sense, SenseKey, Verdict};
 use crate::wire::{DataIn, ScsiResponse, ScsiStatus};
 
 /// Where the data segment of an accepted Data-In header goes: bytes `start..end` of its
@@ -30,6 +31,11 @@ impl Landing {
     /// Whether the segment is empty.
     pub fn is_empty(&self) -> bool {
         self.end == self.start
+    }
+
+    /// The Initiator Task Tag of the Data-In.
+    pub fn itt(&self) -> u32 {
+        self.header.itt
     }
 }
 
@@ -116,10 +122,12 @@ impl Session {
         if self.ack(r.stat_sn, now).is_err() {
             return;
         }
-        if r.status == ScsiStatus::TASK_ABORTED {
-            // Aborted by our own task management (or a reset): run it again.
+        if r.response == 0 && r.status == ScsiStatus::TASK_ABORTED {
+            // Aborted by a reset or another initiator: run it again after a pause, within
+            // the re-issue bound.
             if let Some(task) = self.tasks.in_flight.remove(&r.itt) {
-                self.tasks.requeue(task);
+                tracing::debug!(itt = r.itt, "TASK ABORTED; re-issuing the command");
+                self.reissue(task, Pace::Backoff, now);
             }
             return;
         }
@@ -129,7 +137,8 @@ impl Session {
         self.complete(r.itt, r.response, r.status, sense, residual, now);
     }
 
-    /// Ends the command `itt` with a status, after checking residuals against the data.
+    /// Ends the command `itt` with a status: retried when its policy says so, otherwise
+    /// handed to the caller with its data cut to what arrived.
     fn complete(
         &mut self,
         itt: u32,
@@ -139,29 +148,43 @@ impl Session {
         residual: Residual,
         now: Instant,
     ) {
-        let Some(task) = self.tasks.in_flight.get(&itt) else {
+        let Some(mut task) = self.tasks.in_flight.remove(&itt) else {
             return;
         };
-        if response == 0 && status == ScsiStatus::GOOD {
-            if let Err(what) = check_residual(task, residual) {
-                return self.protocol_error(what, now);
+        if response == 0 {
+            let policy = task.command.retry;
+            if let Verdict::Retry(pause) = policy.verdict(status, sense.as_ref(), &mut task.retries)
+            {
+                tracing::debug!(?status, ?sense, ?pause, "retrying the command");
+                if let Some(s) = sense.filter(|s| s.key == SenseKey::UNIT_ATTENTION) {
+                    task.unit_attentions.push(s);
+                }
+                return match pause.is_zero() {
+                    true => self.tasks.requeue(task, now),
+                    false => self.tasks.delay(task, now + pause),
+                };
             }
         }
-        let Some(task) = self.tasks.in_flight.remove(&itt) else {
-            return;
+        let received = task.received;
+        let underflow = match residual {
+            Residual::Under(n) => Some(n),
+            _ if task.is_read() && received < task.expected_len() => {
+                // A target that sends less than asked without saying so: the caller sees how
+                // much arrived (SPC commands may legitimately return less).
+                Some(task.expected_len() - received)
+            }
+            _ => None,
         };
-        let received = task.received as usize;
+        let overflow = match residual {
+            Residual::Over(n) => Some(n),
+            _ => None,
+        };
         let data = match task.command.transfer {
             Transfer::Read(mut buf) => {
-                buf.truncate(received);
+                buf.truncate(received as usize);
                 buf
             }
             _ => BytesMut::new(),
-        };
-        let (underflow, overflow) = match residual {
-            Residual::Under(n) => (Some(n), None),
-            Residual::Over(n) => (None, Some(n)),
-            Residual::None => (None, None),
         };
         let done = Response {
             response,
@@ -170,8 +193,10 @@ impl Session {
             data,
             underflow,
             overflow,
+            unit_attentions: task.unit_attentions,
         };
-        self.completions.push_back((task.id, Ok(done)));
+        self.completions
+            .push_back((task.id, Ok(Outcome::Scsi(done))));
     }
 }
 
@@ -219,32 +244,17 @@ fn check_data_in(
     if d.status_present && !d.final_ {
         return Err("Data-In with status but without the F bit");
     }
-    if d.status_present && d.status != ScsiStatus::GOOD {
-        return Err("Data-In carries a status other than GOOD");
+    // §11.7.4: with the S bit the status is GOOD, CONDITION MET or INTERMEDIATE CONDITION
+    // MET; anything else comes in a SCSI Response.
+    let status_ok = matches!(
+        d.status,
+        ScsiStatus::GOOD | ScsiStatus::CONDITION_MET | ScsiStatus::INTERMEDIATE_CONDITION_MET
+    );
+    if d.status_present && !status_ok {
+        return Err("Data-In carries a status that needs a SCSI Response");
     }
     if d.underflow && d.overflow {
         return Err("Data-In with both residual overflow and underflow");
     }
     Ok((d.buffer_offset as usize, end as usize))
-}
-
-/// A GOOD status must account for every expected byte: received + underflow = expected.
-fn check_residual(task: &Task, residual: Residual) -> Result<(), &'static str> {
-    let expected = task.expected_len();
-    if !task.is_read() {
-        return match residual {
-            Residual::Over(_) => Err("residual overflow on a command without read data"),
-            _ => Ok(()),
-        };
-    }
-    let ok = match residual {
-        Residual::None => task.received == expected,
-        Residual::Under(n) => u64::from(task.received) + u64::from(n) == u64::from(expected),
-        Residual::Over(_) => task.received == expected,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err("read data and residual count disagree with the expected length")
-    }
 }

@@ -1,10 +1,12 @@
-//! The task table: commands waiting for the window, commands in flight by ITT, and ITT
-//! allocation that never hands out a tag still in use (RFC 7143 §11.2.1.8).
+//! The task table: SCSI commands waiting for the window (or for a retry's pause), commands in
+//! flight by ITT, and ITT allocation that never hands out a tag still in use (RFC 7143
+//! §11.2.1.8).
 
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 use super::types::{Command, TaskId, Transfer};
+use crate::scsi::{RetryCount, Sense};
 use crate::wire::RESERVED_TAG;
 
 /// One command, from submission to completion.
@@ -14,8 +16,14 @@ pub(crate) struct Task {
     pub id: TaskId,
     /// What to run (the read buffer lives in `command.transfer`).
     pub command: Command,
-    /// How often it was re-issued after a connection failure.
+    /// How often it was re-issued (connection failures, aborts, TASK ABORTED).
     pub reissues: u32,
+    /// SCSI retries so far (UNIT ATTENTION, BUSY, ...).
+    pub retries: RetryCount,
+    /// UNIT ATTENTIONs met on the way.
+    pub unit_attentions: Vec<Sense>,
+    /// When it joined the waiting queue (the window-closed timeout counts from here).
+    pub queued: Instant,
     /// CmdSN of the current issue.
     pub cmd_sn: u32,
     /// When the current issue times out.
@@ -31,12 +39,15 @@ pub(crate) struct Task {
 }
 
 impl Task {
-    /// A fresh task.
-    pub fn new(id: TaskId, command: Command) -> Task {
+    /// A fresh task submitted at `now`.
+    pub fn new(id: TaskId, command: Command, now: Instant) -> Task {
         Task {
             id,
             command,
             reissues: 0,
+            retries: RetryCount::default(),
+            unit_attentions: Vec::new(),
+            queued: now,
             cmd_sn: 0,
             deadline: None,
             received: 0,
@@ -66,11 +77,13 @@ impl Task {
     }
 }
 
-/// Waiting and in-flight tasks.
+/// Waiting, pausing and in-flight tasks.
 #[derive(Debug, Default)]
 pub(crate) struct TaskTable {
     /// Not yet sent (or to be re-sent), in submission order.
     pub pending: VecDeque<Task>,
+    /// Waiting out a retry's pause until the instant given.
+    pub delayed: Vec<(Instant, Task)>,
     /// Sent and not finished, by ITT.
     pub in_flight: HashMap<u32, Task>,
     next_itt: u32,
@@ -78,10 +91,42 @@ pub(crate) struct TaskTable {
 
 impl TaskTable {
     /// Puts a task back among the waiting ones, keeping submission order.
-    pub fn requeue(&mut self, mut task: Task) {
+    pub fn requeue(&mut self, mut task: Task, now: Instant) {
         task.reset();
+        task.queued = now;
         let at = self.pending.partition_point(|t| t.id < task.id);
         self.pending.insert(at, task);
+    }
+
+    /// Parks a task until `at`, then it waits for the window again.
+    pub fn delay(&mut self, mut task: Task, at: Instant) {
+        task.reset();
+        self.delayed.push((at, task));
+    }
+
+    /// Moves the tasks whose pause has ended to the waiting queue.
+    pub fn wake(&mut self, now: Instant) {
+        let mut i = 0;
+        while i < self.delayed.len() {
+            if self.delayed[i].0 <= now {
+                let (_, task) = self.delayed.swap_remove(i);
+                self.requeue(task, now);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// When the earliest pause ends.
+    pub fn next_wake(&self) -> Option<Instant> {
+        self.delayed.iter().map(|(at, _)| *at).min()
+    }
+
+    /// Takes every task that is not in flight: pausing and waiting ones.
+    pub fn drain_waiting(&mut self) -> Vec<Task> {
+        let mut tasks: Vec<Task> = self.pending.drain(..).collect();
+        tasks.extend(self.delayed.drain(..).map(|(_, t)| t));
+        tasks
     }
 
     /// A tag neither reserved nor used by anything in `busy` nor by a task in flight.
@@ -100,5 +145,13 @@ impl TaskTable {
         let mut tasks: Vec<Task> = self.in_flight.drain().map(|(_, t)| t).collect();
         tasks.sort_by_key(|t| t.id);
         tasks
+    }
+
+    /// The ITT of the task `id` in flight.
+    pub fn itt_of(&self, id: TaskId) -> Option<u32> {
+        self.in_flight
+            .iter()
+            .find(|(_, t)| t.id == id)
+            .map(|(&itt, _)| itt)
     }
 }

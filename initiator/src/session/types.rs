@@ -6,8 +6,10 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use crate::login::Negotiated;
-use crate::scsi::Sense;
-use crate::wire::{DecodeError, Lun, RejectReason, ScsiStatus, TaskAttr};
+use crate::scsi::{RetryPolicy, Sense};
+use crate::wire::{
+    DecodeError, Lun, RejectReason, ScsiStatus, TaskAttr, TextError, TmFunction, TmResponse,
+};
 
 /// A handle for a submitted command, stable across re-issues (the ITT changes, this does not).
 #[derive(Clone, Copy, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
@@ -52,18 +54,49 @@ pub struct Command {
     pub transfer: Transfer,
     /// Task attribute (SIMPLE for ordinary I/O).
     pub attr: TaskAttr,
+    /// Which SCSI outcomes the session retries before handing them over.
+    pub retry: RetryPolicy,
 }
 
 impl Command {
-    /// A SIMPLE command on `lun`.
+    /// A SIMPLE command on `lun` with the standard retry policy.
     pub fn new(lun: Lun, cdb: [u8; 16], transfer: Transfer) -> Command {
         Command {
             lun,
             cdb,
             transfer,
             attr: TaskAttr::SIMPLE,
+            retry: RetryPolicy::STANDARD,
         }
     }
+
+    /// The same command with another retry policy.
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Command {
+        self.retry = retry;
+        self
+    }
+}
+
+/// A task management function the owner asks for (RFC 7143 §11.5).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct TaskManagement {
+    /// The function (LOGICAL UNIT RESET, ABORT TASK SET, ...).
+    pub function: TmFunction,
+    /// The logical unit it acts on.
+    pub lun: Lun,
+    /// For ABORT TASK: the command to abort.
+    pub task: Option<TaskId>,
+}
+
+/// What a finished request produced.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// A SCSI command's status and data.
+    Scsi(Response),
+    /// A text exchange's key=value pairs, in the order the target sent them.
+    Text(Vec<(String, String)>),
+    /// A task management function's response.
+    TaskManagement(TmResponse),
 }
 
 /// How a command ended at the target (RFC 7143 §11.4).
@@ -81,6 +114,9 @@ pub struct Response {
     pub underflow: Option<u32>,
     /// Residual overflow (bytes the target had beyond the expected length).
     pub overflow: Option<u32>,
+    /// UNIT ATTENTION conditions met and retried on the way (oldest first), for owners that
+    /// act on them (capacity or ALUA state changed, a target reset).
+    pub unit_attentions: Vec<Sense>,
 }
 
 /// Why a command failed without a SCSI status.
@@ -96,21 +132,41 @@ pub enum TaskError {
         /// Reject reason (RFC 7143 §11.17.1).
         reason: RejectReason,
     },
-    /// The command was re-issued too many times after connection failures.
-    #[error("command failed {0} times in a row on a broken connection")]
+    /// The command was re-issued too many times (connection failures, aborts, TASK ABORTED).
+    #[error("command re-issued {0} times without completing")]
     TooManyRetries(u32),
     /// The session was closed by its owner.
     #[error("the session is closed")]
     SessionClosed,
+    /// The session refused the request (too large, or an unknown task to abort).
+    #[error("request refused: {0}")]
+    Refused(SubmitError),
+    /// A task management request needs a connection, and none is up.
+    #[error("no connection to the target to send the request on")]
+    NotConnected,
+    /// Nothing answered within the command timeout: a command waited that long behind a
+    /// closed command window, or a text exchange or task management request went unanswered.
+    #[error("the target did not accept or answer the request within the command timeout")]
+    Timeout,
+    /// A text exchange broke the Text Request/Response protocol or carried malformed text.
+    #[error("text exchange failed: {0}")]
+    Text(&'static str),
+    /// The target's text did not parse.
+    #[error("malformed text from the target: {0}")]
+    MalformedText(TextError),
 }
 
 /// Caller misuse at [`super::Session::submit`].
 #[derive(Clone, Copy, Debug, Eq, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubmitError {
-    /// The data does not fit the 32-bit Expected Data Transfer Length.
-    #[error("transfer of {0} bytes exceeds the iSCSI limit of 4 GiB - 1")]
+    /// The data does not fit the 32-bit Expected Data Transfer Length, or a text request
+    /// does not fit the target's MaxRecvDataSegmentLength.
+    #[error("request of {0} bytes is too large")]
     TooLarge(usize),
+    /// An ABORT TASK names a command that is not running.
+    #[error("no such command to abort")]
+    NoSuchTask,
     /// The session is closing or closed.
     #[error("the session is closing")]
     Closing,
@@ -147,6 +203,10 @@ pub enum ConnectionFailure {
     /// A new login failed.
     #[error("login failed")]
     Login,
+    /// A Text Request went unanswered, or the target's parameter renegotiation could not be
+    /// honoured on this connection.
+    #[error("text exchange or renegotiation failed: {0}")]
+    Text(&'static str),
 }
 
 /// What the driver must do.
@@ -180,8 +240,11 @@ pub struct SessionConfig {
     pub command_timeout: Duration,
     /// How long a task management request may take.
     pub tmf_timeout: Duration,
-    /// How many times a command is re-issued after connection failures before it fails.
+    /// How many times a command is re-issued (after connection failures, successful aborts,
+    /// TASK ABORTED) before it fails.
     pub max_reissues: u32,
+    /// How long a close waits for running commands before logging out regardless.
+    pub close_timeout: Duration,
 }
 
 impl Default for SessionConfig {
@@ -194,6 +257,7 @@ impl Default for SessionConfig {
             command_timeout: Duration::from_secs(30),
             tmf_timeout: Duration::from_secs(10),
             max_reissues: 8,
+            close_timeout: Duration::from_secs(30),
         }
     }
 }

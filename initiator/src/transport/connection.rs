@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::socket::DEFAULT_USER_TIMEOUT;
 use crate::wire::{Codec, DecodeError, Pdu};
 
 /// How a connection attempt failed; every variant means "this portal is unreachable".
@@ -89,8 +90,9 @@ impl Connection {
         for addr in addrs {
             match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
                 Ok(Ok(stream)) => {
-                    // Small PDUs (commands, R2T answers) must not wait for Nagle.
-                    stream.set_nodelay(true).ok();
+                    if let Err(e) = super::socket::configure(&stream, DEFAULT_USER_TIMEOUT) {
+                        tracing::warn!(%addr, error = %e, "cannot set TCP keep-alive options");
+                    }
                     return Ok(Connection {
                         stream,
                         codec: Codec::new(),

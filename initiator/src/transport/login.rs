@@ -2,32 +2,13 @@
 //! busy target with backoff (bounded, like open-iscsi's `node.session.initial_logon_retry_max`)
 //! and retry CHAP with MD5 alone for targets that reject an algorithm list.
 
-use std::fmt;
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
 use super::connection::{ConnectError, Connection, RecvError};
 use crate::login::{Established, Login, LoginConfig, LoginError};
-
-/// Where to connect: a host (IP address or name) and a TCP port.
-#[derive(Clone, Debug, Eq, Hash, PartialEq)]
-pub struct Portal {
-    /// IP address (IPv6 without brackets) or host name.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-}
-
-impl fmt::Display for Portal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
+use crate::portal::{Portal, TargetAddress};
 
 /// How patient a login is.
 #[derive(Clone, Debug)]
@@ -167,12 +148,9 @@ pub async fn login(
                 if redirects > policy.max_redirects {
                     return Err(SessionError::TooManyRedirects(policy.max_redirects));
                 }
-                let next = crate::discovery::Portal::parse(address)
-                    .map_err(|_| SessionError::BadRedirect(address.clone()))?;
-                let next = Portal {
-                    host: next.host,
-                    port: next.port,
-                };
+                let next = TargetAddress::parse(address)
+                    .map_err(|_| SessionError::BadRedirect(address.clone()))?
+                    .portal;
                 info!(from = %portal, to = %next, permanent, "target redirected the login");
                 portal = next;
             }

@@ -247,26 +247,46 @@ impl Codec {
     /// Encodes a PDU as header, data and trailer buffers for a vectored write; the data
     /// segment is shared with the PDU, not copied.
     pub fn encode_parts(&self, pdu: &Pdu) -> EncodedPdu {
-        let (bhs, ahs) = pdu.encoded_header();
-        let ahs = ahs.unwrap_or_default();
-        let mut header = BytesMut::with_capacity(BHS_LEN + ahs.len() + DIGEST_LEN);
-        header.put_slice(&bhs);
-        header.put_slice(&ahs);
-        if self.header_digest {
-            header.put_u32_le(crc32c::crc32c(&header));
-        }
+        let mut header = BytesMut::with_capacity(BHS_LEN + DIGEST_LEN);
+        self.encode_header(pdu, &mut header);
         let data = pdu.data().clone();
-        let pad = padding(data.len());
-        let mut trailer = BytesMut::with_capacity(pad + DIGEST_LEN);
-        trailer.put_bytes(0, pad);
-        if self.data_digest && !data.is_empty() {
-            trailer.put_u32_le(data_digest(&data));
-        }
+        let mut trailer = BytesMut::new();
+        self.encode_trailer(&data, &mut trailer);
         EncodedPdu {
             header: header.freeze(),
             data,
             trailer: trailer.freeze(),
         }
+    }
+
+    /// Appends the header of `pdu` (BHS, AHS, header digest) to `out`; returns its length.
+    pub fn encode_header(&self, pdu: &Pdu, out: &mut BytesMut) -> usize {
+        let (bhs, ahs) = pdu.encoded_header();
+        let ahs = ahs.unwrap_or_default();
+        let start = out.len();
+        out.reserve(BHS_LEN + ahs.len() + DIGEST_LEN);
+        out.put_slice(&bhs);
+        out.put_slice(&ahs);
+        if self.header_digest {
+            let digest = crc32c::crc32c(&out[start..]);
+            out.put_u32_le(digest);
+        }
+        out.len() - start
+    }
+
+    /// Appends the trailer of a data segment (padding, data digest) to `out`; returns its
+    /// length (0 for an empty segment).
+    pub fn encode_trailer(&self, data: &[u8], out: &mut BytesMut) -> usize {
+        if data.is_empty() {
+            return 0;
+        }
+        let pad = padding(data.len());
+        out.put_bytes(0, pad);
+        if self.data_digest {
+            out.put_u32_le(data_digest(data));
+            return pad + DIGEST_LEN;
+        }
+        pad
     }
 
     /// Length of `pdu` on the wire with these settings.

@@ -162,6 +162,8 @@ sanshim_codepoint::code_point! {
         CONDITION_MET = 0x04,
         /// The logical unit is busy.
         BUSY = 0x08,
+        /// Intermediate condition met (obsolete in SAM-5; linked commands).
+        INTERMEDIATE_CONDITION_MET = 0x14,
         /// Another initiator holds a conflicting reservation.
         RESERVATION_CONFLICT = 0x18,
         /// The task set is full.

@@ -31,6 +31,8 @@ use tokio::task::JoinHandle;
 
 use self::netlink::{Answer, ConnectParams};
 use self::sys::GenericNetlink;
+use sanshim_blockdev::BlockDevice;
+
 use crate::Server;
 
 /// How to attach.
@@ -111,8 +113,8 @@ impl Default for AttachOptions {
 ///
 /// # Errors
 /// [`AttachError`]; a device in use is refused before anything is changed.
-pub async fn attach(
-    server: &Server,
+pub async fn attach<D: BlockDevice + 'static>(
+    server: &Server<D>,
     export: &str,
     device: &Path,
     options: &AttachOptions,

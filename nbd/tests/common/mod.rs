@@ -17,15 +17,15 @@ use tokio::task::JoinHandle;
 use zerocopy::{FromBytes, IntoBytes};
 
 /// A server on a unix socket in a temporary directory.
-pub struct TestServer {
-    pub server: Server,
+pub struct TestServer<D> {
+    pub server: Server<D>,
     pub sock: PathBuf,
     pub task: JoinHandle<()>,
     pub dir: tempfile::TempDir,
 }
 
-impl TestServer {
-    pub async fn start(config: Config, exports: Vec<Export>) -> TestServer {
+impl<D: BlockDevice + 'static> TestServer<D> {
+    pub async fn start(config: Config, exports: Vec<Export<D>>) -> TestServer<D> {
         let dir = tempfile::tempdir().unwrap();
         let sock = dir.path().join("nbd.sock");
         let server = Server::new(config, exports).unwrap();
@@ -43,7 +43,7 @@ impl TestServer {
     }
 
     /// One writable export "disk" of `disk`.
-    pub async fn with_disk(disk: Arc<dyn BlockDevice>) -> TestServer {
+    pub async fn with_disk(disk: Arc<D>) -> TestServer<D> {
         TestServer::start(Config::default(), vec![export("disk", disk, false)]).await
     }
 
@@ -60,7 +60,7 @@ impl TestServer {
     }
 }
 
-pub fn export(name: &str, device: Arc<dyn BlockDevice>, read_only: bool) -> Export {
+pub fn export<D>(name: &str, device: Arc<D>, read_only: bool) -> Export<D> {
     Export {
         name: name.into(),
         description: format!("test export {name}"),
@@ -71,6 +71,21 @@ pub fn export(name: &str, device: Arc<dyn BlockDevice>, read_only: bool) -> Expo
 
 pub fn mem_disk(block_size: u32, bytes: u64) -> Arc<MemDisk> {
     Arc::new(MemDisk::new(block_size, bytes / u64::from(block_size)).unwrap())
+}
+
+/// Writes `data` at `lba` (test set-up).
+pub async fn put<D: BlockDevice>(disk: &D, lba: u64, data: &[u8]) {
+    disk.write(lba, bytes::Bytes::copy_from_slice(data), false)
+        .await
+        .unwrap();
+}
+
+/// Reads `len` bytes at `lba` (test checks).
+pub async fn get<D: BlockDevice>(disk: &D, lba: u64, len: usize) -> Vec<u8> {
+    disk.read(lba, bytes::BytesMut::zeroed(len))
+        .await
+        .unwrap()
+        .to_vec()
 }
 
 /// Deterministic pseudo-random bytes (xorshift).

@@ -1,18 +1,22 @@
 //! Deterministic simulation of [`Session`] against a scripted fake target with a virtual
 //! clock (STYLE rule 11b).
 
+mod defects;
 mod sim;
+mod text;
 
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use super::{
-    Command, Event, Response, Session, SessionConfig, SessionStart, TaskError, TaskId, Transfer,
+    Command, Event, Outcome, Response, Session, SessionConfig, SessionStart, TaskError, TaskId,
+    Transfer,
 };
 use crate::login::Negotiated;
 use crate::wire::{
-    DataIn, Lun, NopIn, Pdu, R2t, RESERVED_TAG, ScsiCommand, ScsiResponse, ScsiStatus,
+    AsyncEvent, AsyncMessage, DataIn, Lun, NopIn, Pdu, R2t, RESERVED_TAG, Reject, RejectReason,
+    ScsiCommand, ScsiResponse, ScsiStatus, TaskMgmtResponse, TextResponse, TmResponse,
 };
 
 /// A fake target: it only numbers statuses and grants the window; each test scripts what
@@ -100,6 +104,77 @@ impl Target {
             buffer_offset: offset,
             desired_data_transfer_length: len,
             ..R2t::default()
+        })
+    }
+
+    /// A Reject of `rejected` (its BHS in the data segment), with a StatSN of its own.
+    fn reject(&mut self, reason: RejectReason, rejected: &Pdu) -> Pdu {
+        let (bhs, _) = rejected.encoded_header();
+        Pdu::Reject(Reject {
+            reason,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            data_sn_or_r2t_sn: 0,
+            data: Bytes::copy_from_slice(&bhs),
+        })
+    }
+
+    /// CHECK CONDITION with fixed-format sense `key/asc/ascq` (RFC 7143 §11.4.7.2).
+    fn check_condition(&mut self, itt: u32, key: u8, asc: u8, ascq: u8) -> Pdu {
+        let mut sense = vec![0u8; 2 + 18];
+        sense[1] = 18;
+        sense[2] = 0x70;
+        sense[4] = key;
+        sense[9] = 10;
+        sense[14] = asc;
+        sense[15] = ascq;
+        Pdu::ScsiResponse(ScsiResponse {
+            status: ScsiStatus::CHECK_CONDITION,
+            itt,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            data: Bytes::from(sense),
+            ..ScsiResponse::default()
+        })
+    }
+
+    /// An Asynchronous Message with `event` and Parameter3.
+    fn async_message(&mut self, event: AsyncEvent, parameter3: u16) -> Pdu {
+        Pdu::AsyncMessage(AsyncMessage {
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            event,
+            parameter3,
+            ..AsyncMessage::default()
+        })
+    }
+
+    /// A Text Response answering ITT `itt`.
+    fn text_response(&mut self, itt: u32, data: &[u8], final_: bool, cont: bool, ttt: u32) -> Pdu {
+        Pdu::TextResponse(TextResponse {
+            final_,
+            cont,
+            itt,
+            ttt,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
+            data: Bytes::copy_from_slice(data),
+            ..TextResponse::default()
+        })
+    }
+
+    /// A task management response.
+    fn tmf_response(&mut self, itt: u32, response: TmResponse) -> Pdu {
+        Pdu::TaskMgmtResponse(TaskMgmtResponse {
+            response,
+            itt,
+            stat_sn: self.next_stat_sn(),
+            exp_cmd_sn: self.exp_cmd_sn,
+            max_cmd_sn: self.max_cmd_sn(),
         })
     }
 
@@ -195,7 +270,56 @@ impl Sim {
         self.session.submit(cmd, self.now).unwrap()
     }
 
+    /// The SCSI commands that finished.
+    /// Drains what the session sent, as the target sees it: pings are answered, commands
+    /// accepted; returns everything but the pings.
+    fn exchange(&mut self) -> Vec<Pdu> {
+        let mut rest = Vec::new();
+        for pdu in self.sent() {
+            match pdu {
+                Pdu::NopOut(ping) if ping.itt != RESERVED_TAG => {
+                    let answer = Pdu::NopIn(NopIn {
+                        itt: ping.itt,
+                        ttt: RESERVED_TAG,
+                        stat_sn: self.next_stat_sn(),
+                        exp_cmd_sn: self.target.exp_cmd_sn,
+                        max_cmd_sn: self.target.max_cmd_sn(),
+                        ..NopIn::default()
+                    });
+                    self.feed(answer);
+                }
+                Pdu::ScsiCommand(c) => {
+                    self.target.accept(&c);
+                    rest.push(Pdu::ScsiCommand(c));
+                }
+                other => rest.push(other),
+            }
+        }
+        rest
+    }
+
+    fn next_stat_sn(&mut self) -> u32 {
+        self.target.next_stat_sn()
+    }
+
+    /// The PDUs of one kind that were sent.
+    fn sent_of<T>(&mut self, pick: impl Fn(Pdu) -> Option<T>) -> Vec<T> {
+        self.sent().into_iter().filter_map(pick).collect()
+    }
+
     fn completions(&mut self) -> Vec<(TaskId, Result<Response, TaskError>)> {
+        self.outcomes()
+            .into_iter()
+            .map(|(id, r)| match r {
+                Ok(Outcome::Scsi(response)) => (id, Ok(response)),
+                Ok(other) => panic!("not a SCSI outcome: {other:?}"),
+                Err(e) => (id, Err(e)),
+            })
+            .collect()
+    }
+
+    /// Every request that finished.
+    fn outcomes(&mut self) -> Vec<(TaskId, Result<Outcome, TaskError>)> {
         std::iter::from_fn(|| self.session.poll_completion()).collect()
     }
 
@@ -210,6 +334,10 @@ impl Sim {
         let start = self.target.start(self.negotiated.clone());
         self.session.handle_connected(&start, self.now);
     }
+}
+
+fn only_ok(done: Vec<(TaskId, Result<Response, TaskError>)>) -> Vec<(TaskId, Response)> {
+    done.into_iter().map(|(id, r)| (id, r.unwrap())).collect()
 }
 
 fn negotiated(max_xmit: u32, immediate_data: bool, initial_r2t: bool) -> Negotiated {

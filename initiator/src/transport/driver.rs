@@ -1,0 +1,307 @@
+//! The tokio driver of a [`Session`]: the one task per session that owns the socket, the
+//! timers and the re-login, and moves requests, PDUs and completions. It makes no protocol
+//! decision; everything it learns goes to the session, and it does what
+//! [`Session::poll_event`] says.
+//!
+//! It waits on one thing at a time only in a cancellation-safe way — socket readiness,
+//! the request channel, the session's next deadline, a reconnect timer or a login — and then
+//! reads or writes only what the socket takes at once ([`Link`]). So a peer that stops in the
+//! middle of a PDU stalls nothing: pings go out and time out, commands time out, requests are
+//! taken (until the send queue is full: then the channel applies back-pressure to callers).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::connection::Connection;
+use super::handle::{Request, Shared, refused};
+use super::link::Link;
+use super::login::{LoggedIn, LoginPolicy, SessionError, login};
+use super::reply::Reply;
+use super::socket;
+use crate::login::LoginConfig;
+use crate::portal::Portal;
+use crate::session::{Event, Session, SessionStart, TaskError, TaskId};
+
+/// Bytes queued for the socket beyond which no new request is taken.
+const SEND_QUEUE_LIMIT: usize = 8 << 20;
+
+/// How to log in again.
+pub(crate) struct Relogin {
+    pub portal: Portal,
+    pub config: LoginConfig,
+    pub policy: LoginPolicy,
+    /// `TCP_USER_TIMEOUT` for the session's sockets.
+    pub user_timeout: Duration,
+}
+
+type LoginFuture = Pin<Box<dyn Future<Output = Result<LoggedIn, SessionError>> + Send>>;
+
+/// What woke the driver.
+enum Wake {
+    Request(Option<Request>),
+    Readable(std::io::Result<()>),
+    Writable(std::io::Result<()>),
+    Timer,
+    Reconnect,
+    LoggedIn(Result<LoggedIn, SessionError>),
+}
+
+struct Driver {
+    session: Session,
+    requests: mpsc::Receiver<Request>,
+    requests_open: bool,
+    waiters: HashMap<TaskId, Reply>,
+    closers: Vec<oneshot::Sender<()>>,
+    link: Option<Link>,
+    reconnect_at: Option<Instant>,
+    login: Option<LoginFuture>,
+    relogin: Relogin,
+    shared: Arc<Shared>,
+    done: bool,
+}
+
+/// Runs the session until it has logged out (or its owners went away and it logged out).
+pub(crate) async fn run(
+    session: Session,
+    connection: Connection,
+    requests: mpsc::Receiver<Request>,
+    relogin: Relogin,
+    shared: Arc<Shared>,
+) {
+    let link = up(connection, &relogin, &shared);
+    let mut driver = Driver {
+        session,
+        requests,
+        requests_open: true,
+        waiters: HashMap::new(),
+        closers: Vec::new(),
+        link: Some(link),
+        reconnect_at: None,
+        login: None,
+        relogin,
+        shared,
+        done: false,
+    };
+    driver.run().await;
+}
+
+impl Driver {
+    async fn run(&mut self) {
+        loop {
+            self.settle();
+            if self.done {
+                break;
+            }
+            let wake = self.wait().await;
+            self.handle(wake);
+        }
+        for closer in self.closers.drain(..) {
+            let _ = closer.send(());
+        }
+        for (_, waiter) in self.waiters.drain() {
+            waiter.send(Err(TaskError::SessionClosed));
+        }
+        self.shared.connected.store(false, Ordering::Relaxed);
+        debug!(portal = %self.shared.portal, "session driver finished");
+    }
+
+    /// Moves what the session produced: PDUs to the socket, completions to their waiters,
+    /// events into connection changes.
+    fn settle(&mut self) {
+        loop {
+            self.transmit();
+            while let Some((id, result)) = self.session.poll_completion() {
+                if let Some(waiter) = self.waiters.remove(&id) {
+                    waiter.send(result);
+                }
+            }
+            let Some(event) = self.session.poll_event() else {
+                return;
+            };
+            match event {
+                Event::Reconnect { reason, delay } => {
+                    warn!(
+                        portal = %self.shared.portal, target = %self.shared.target, %reason,
+                        ?delay, "connection lost; logging in again"
+                    );
+                    self.link = None;
+                    self.login = None;
+                    self.reconnect_at = Some(Instant::now() + delay);
+                    self.shared.connected.store(false, Ordering::Relaxed);
+                }
+                Event::LoggedOut => {
+                    self.link = None;
+                    self.done = true;
+                }
+            }
+        }
+    }
+
+    /// Hands queued PDUs to the link and writes what the socket takes now.
+    fn transmit(&mut self) {
+        let Some(link) = self.link.as_mut() else {
+            while self.session.poll_transmit().is_some() {}
+            return;
+        };
+        while let Some(pdu) = self.session.poll_transmit() {
+            link.push(&pdu);
+        }
+        if let Err(reason) = link.write_ready() {
+            self.session.handle_connection_lost(reason, Instant::now());
+        }
+    }
+
+    async fn wait(&mut self) -> Wake {
+        let accepting = self.requests_open
+            && self
+                .link
+                .as_ref()
+                .is_none_or(|l| l.queued() < SEND_QUEUE_LIMIT);
+        let want_write = self.link.as_ref().is_some_and(|l| l.queued() > 0);
+        let timeout = self.session.poll_timeout();
+        let Driver {
+            requests,
+            link,
+            reconnect_at,
+            login,
+            ..
+        } = self;
+        tokio::select! {
+            r = requests.recv(), if accepting => Wake::Request(r),
+            r = readable(link.as_ref()) => Wake::Readable(r),
+            r = writable(link.as_ref(), want_write) => Wake::Writable(r),
+            () = sleep(timeout) => Wake::Timer,
+            () = sleep(*reconnect_at) => Wake::Reconnect,
+            r = logging_in(login) => Wake::LoggedIn(r),
+        }
+    }
+
+    fn handle(&mut self, wake: Wake) {
+        let now = Instant::now();
+        match wake {
+            Wake::Request(r) => self.handle_request(r, now),
+            Wake::Readable(Ok(())) => {
+                if let Some(link) = self.link.as_mut() {
+                    if let Err(reason) = link.read_ready(&mut self.session, now) {
+                        self.session.handle_connection_lost(reason, now);
+                    }
+                }
+            }
+            Wake::Writable(Ok(())) => self.transmit(),
+            Wake::Readable(Err(_)) | Wake::Writable(Err(_)) => {
+                self.session
+                    .handle_connection_lost(crate::session::ConnectionFailure::Io, now);
+            }
+            Wake::Timer => self.session.handle_timeout(now),
+            Wake::Reconnect => {
+                self.reconnect_at = None;
+                let Relogin {
+                    portal,
+                    config,
+                    policy,
+                    ..
+                } = &self.relogin;
+                let (portal, config, policy) = (portal.clone(), config.clone(), policy.clone());
+                self.login = Some(Box::pin(
+                    async move { login(&portal, config, &policy).await },
+                ));
+            }
+            Wake::LoggedIn(result) => self.logged_in(result, now),
+        }
+    }
+
+    fn handle_request(&mut self, request: Option<Request>, now: Instant) {
+        let (submitted, reply) = match request {
+            Some(Request::Command(command, reply)) => (self.session.submit(command, now), reply),
+            Some(Request::Text(pairs, reply)) => {
+                let pairs: Vec<(&str, &str)> = pairs
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                (self.session.submit_text(&pairs, now), reply)
+            }
+            Some(Request::TaskManagement(tm, reply)) => {
+                (self.session.submit_task_management(tm, now), reply)
+            }
+            Some(Request::Close(closer)) => {
+                self.closers.push(closer);
+                return self.session.close(now);
+            }
+            None => {
+                // Every handle is gone: log out.
+                self.requests_open = false;
+                return self.session.close(now);
+            }
+        };
+        match submitted {
+            Ok(id) => {
+                self.waiters.insert(id, reply);
+            }
+            Err(e) => {
+                reply.send(Err(refused(e)));
+            }
+        }
+    }
+
+    fn logged_in(&mut self, result: Result<LoggedIn, SessionError>, now: Instant) {
+        self.login = None;
+        match result {
+            Ok(logged) => {
+                let start = SessionStart::from_established(&logged.established);
+                info!(portal = %logged.portal, target = %self.shared.target, "session re-established");
+                self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                self.shared.connected.store(true, Ordering::Relaxed);
+                self.link = Some(up(logged.connection, &self.relogin, &self.shared));
+                self.session.handle_connected(&start, now);
+            }
+            Err(e) => {
+                warn!(portal = %self.relogin.portal, error = %e, "re-login failed");
+                self.session.handle_login_failed(now);
+            }
+        }
+    }
+}
+
+/// A logged-in connection, ready for the full feature phase.
+fn up(connection: Connection, relogin: &Relogin, shared: &Shared) -> Link {
+    let (stream, codec, leftover) = connection.into_parts();
+    if let Err(e) = socket::configure(&stream, relogin.user_timeout) {
+        debug!(error = %e, "cannot set socket options");
+    }
+    Link::new(stream, codec, leftover, Arc::clone(&shared.counters))
+}
+
+async fn readable(link: Option<&Link>) -> std::io::Result<()> {
+    match link {
+        Some(l) => l.stream().readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn writable(link: Option<&Link>, wanted: bool) -> std::io::Result<()> {
+    match link {
+        Some(l) if wanted => l.stream().writable().await,
+        _ => std::future::pending().await,
+    }
+}
+
+async fn sleep(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn logging_in(login: &mut Option<LoginFuture>) -> Result<LoggedIn, SessionError> {
+    match login {
+        Some(f) => f.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
