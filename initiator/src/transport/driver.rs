@@ -31,6 +31,8 @@ use crate::session::{Event, Session, SessionStart, TaskError, TaskId};
 
 /// Bytes queued for the socket beyond which no new request is taken.
 const SEND_QUEUE_LIMIT: usize = 8 << 20;
+/// Requests taken from the channel at once.
+const BATCH: usize = 64;
 
 /// How to log in again.
 pub(crate) struct Relogin {
@@ -186,7 +188,13 @@ impl Driver {
     fn handle(&mut self, wake: Wake) {
         let now = Instant::now();
         match wake {
-            Wake::Request(r) => self.handle_request(r, now),
+            Wake::Request(r) => {
+                let more = r.is_some();
+                self.handle_request(r, now);
+                if more {
+                    self.take_queued(now);
+                }
+            }
             Wake::Readable(Ok(())) => {
                 if let Some(link) = self.link.as_mut() {
                     if let Err(reason) = link.read_ready(&mut self.session, now) {
@@ -214,6 +222,24 @@ impl Driver {
                 ));
             }
             Wake::LoggedIn(result) => self.logged_in(result, now),
+        }
+    }
+
+    /// Takes the requests already queued behind the one that woke the driver, so that their
+    /// commands go out together in one vectored write.
+    fn take_queued(&mut self, now: Instant) {
+        for _ in 0..BATCH {
+            if self
+                .link
+                .as_ref()
+                .is_some_and(|l| l.queued() >= SEND_QUEUE_LIMIT)
+            {
+                return;
+            }
+            match self.requests.try_recv() {
+                Ok(r) => self.handle_request(Some(r), now),
+                Err(_) => return,
+            }
         }
     }
 
