@@ -1,14 +1,20 @@
 //! An isolated tgtd (Linux SCSI target framework daemon) per test.
 //!
-//! Each instance has its own control port (`tgtd -C N`, an abstract unix socket), its own
-//! portal on loopback and its backing files in a temporary directory. tgtd ignores SIGTERM, so
-//! it is stopped with SIGKILL by the pid we started; the backing files keep what was written,
-//! which [`Tgtd::restart`] relies on.
+//! Each instance has its own control port (`tgtd -C N`), its own portal on loopback — or, with
+//! [`Tgtd::start_in`], on an address inside a network namespace — and its backing files in a
+//! temporary directory. tgtd ignores SIGTERM, so it is stopped with SIGKILL by the pid we
+//! started; the backing files keep what was written, which [`Tgtd::restart`] relies on.
+//!
+//! In a namespace, tgtd and every tgtadm call run under `ip netns exec NS`: tgtd's control
+//! socket is a file in /var/run/tgtd on this Debian, but builds that use an abstract socket
+//! make it per namespace, and the prefix costs nothing.
 
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 static NEXT_CONTROL: AtomicU32 = AtomicU32::new(0);
@@ -16,6 +22,9 @@ static NEXT_CONTROL: AtomicU32 = AtomicU32::new(0);
 /// A running tgtd and the configuration applied to it (replayed on restart).
 pub struct Tgtd {
     control: u32,
+    /// The network namespace tgtd runs in; `None` for the test's own (loopback portal).
+    netns: Option<String>,
+    host: String,
     port: u16,
     child: Option<Child>,
     dir: tempfile::TempDir,
@@ -28,6 +37,23 @@ impl Tgtd {
     /// Starts tgtd on a free loopback port, or returns why it cannot (outside CI only; under
     /// CI=true a missing tgtd panics).
     pub fn try_start() -> Result<Tgtd, String> {
+        Tgtd::try_start_with(None, "127.0.0.1".to_string(), free_port())
+    }
+
+    /// Starts tgtd inside network namespace `netns`, listening on `portal` (an address of
+    /// that namespace); further portals come with [`Tgtd::add_portal`]. Returns why it cannot
+    /// start when tgtd is not installed (outside CI only).
+    pub fn try_start_in(netns: &str, portal: SocketAddr) -> Result<Tgtd, String> {
+        let host = portal.ip().to_string();
+        Tgtd::try_start_with(Some(netns.to_string()), host, portal.port())
+    }
+
+    /// [`Tgtd::try_start_in`], panicking if it cannot.
+    pub fn start_in(netns: &str, portal: SocketAddr) -> Tgtd {
+        Tgtd::try_start_in(netns, portal).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start_with(netns: Option<String>, host: String, port: u16) -> Result<Tgtd, String> {
         super::require_tool("tgtd")?;
         super::require_tool("tgtadm")?;
         let seq = NEXT_CONTROL.fetch_add(1, Ordering::Relaxed);
@@ -35,7 +61,9 @@ impl Tgtd {
         let control = 1000 + (std::process::id() % 300) * 100 + seq % 100;
         let mut t = Tgtd {
             control,
-            port: free_port(),
+            netns,
+            host,
+            port,
             child: None,
             dir: tempfile::tempdir().map_err(|e| e.to_string())?,
             extra_portals: Vec::new(),
@@ -50,9 +78,9 @@ impl Tgtd {
         Tgtd::try_start().unwrap_or_else(|e| panic!("{e}"))
     }
 
-    /// The portal address, `127.0.0.1:PORT`.
+    /// The first portal's address, `127.0.0.1:PORT` unless started in a namespace.
     pub fn portal(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
 
     /// The portal port.
@@ -216,9 +244,11 @@ impl Tgtd {
 
     fn spawn(&mut self) {
         let log = std::fs::File::create(self.dir().join("tgtd.log")).expect("tgtd log file");
-        let child = Command::new("tgtd")
+        // `ip netns exec` execs tgtd in place, so the pid we hold is tgtd's own.
+        let child = self
+            .command("tgtd")
             .args(["-f", "-C", &self.control.to_string(), "--iscsi"])
-            .arg(format!("portal=127.0.0.1:{}", self.port))
+            .arg(format!("portal={}", self.portal()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -230,10 +260,9 @@ impl Tgtd {
 
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        let addr: SocketAddr = self.portal().parse().expect("portal address");
         loop {
             let control_ok = self.try_tgtadm(&["--op", "show", "--mode", "sys"]).is_ok();
-            if control_ok && TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            if control_ok && self.listening() {
                 return;
             }
             if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
@@ -254,12 +283,37 @@ impl Tgtd {
         self.try_tgtadm(args).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Whether the first portal accepts connections: a connect on loopback, or `ss` inside
+    /// the namespace (the test process cannot reach a namespace's addresses).
+    fn listening(&self) -> bool {
+        let Some(ns) = &self.netns else {
+            let addr: SocketAddr = self.portal().parse().expect("portal address");
+            return TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
+        };
+        let filter = format!("src {}", self.portal());
+        let mut ss = Command::new("ip");
+        ss.args(["netns", "exec", ns, "ss", "-Hltn", &filter]);
+        try_output_within(&mut ss, TGTADM_TIMEOUT)
+            .is_ok_and(|out| out.status.success() && !out.stdout.is_empty())
+    }
+
+    /// `program` run in tgtd's namespace.
+    fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, program]);
+                cmd
+            }
+            None => Command::new(program),
+        }
+    }
+
     fn try_tgtadm(&self, args: &[&str]) -> Result<String, String> {
-        let out = Command::new("tgtadm")
-            .args(["-C", &self.control.to_string(), "--lld", "iscsi"])
-            .args(args)
-            .output()
-            .map_err(|e| format!("tgtadm: {e}"))?;
+        let mut cmd = self.command("tgtadm");
+        cmd.args(["-C", &self.control.to_string(), "--lld", "iscsi"])
+            .args(args);
+        let out = try_output_within(&mut cmd, TGTADM_TIMEOUT)?;
         if out.status.success() {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -282,8 +336,69 @@ impl Drop for Tgtd {
     }
 }
 
+/// Runs `cmd` with stdin closed and its output captured; after `limit` it is killed and the
+/// error says so, with its stderr so far. A non-zero exit is not an error here.
+///
+/// It lives here, not in `common`, because the testbed crate's tests include this file alone.
+pub fn try_output_within(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
+    let deadline = Instant::now() + limit;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("could not run {cmd:?}: {e}"))?;
+    let (tx, rx) = mpsc::channel();
+    let pipes: [(usize, Box<dyn Read + Send>); 2] = [
+        (0, Box::new(child.stdout.take().expect("stdout is piped"))),
+        (1, Box::new(child.stderr.take().expect("stderr is piped"))),
+    ];
+    for (i, mut pipe) in pipes {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            let _ = tx.send((i, buf));
+        });
+    }
+    // Both pipes reach end of file when the command exits (it starts no daemons).
+    let mut streams = [None, None];
+    let mut timed_out = false;
+    while streams.iter().any(Option::is_none) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(if timed_out { KILL_GRACE } else { left }) {
+            Ok((i, buf)) => streams[i] = Some(buf),
+            Err(_) if timed_out => break,
+            Err(_) => {
+                timed_out = true;
+                let _ = child.kill();
+            }
+        }
+    }
+    let status = child
+        .wait()
+        .map_err(|e| format!("could not wait for {cmd:?}: {e}"))?;
+    let [stdout, stderr] = streams.map(Option::unwrap_or_default);
+    if timed_out {
+        return Err(format!(
+            "{cmd:?} did not finish within {limit:?}; killed. stderr:\n{}",
+            String::from_utf8_lossy(&stderr)
+        ));
+    }
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
 /// A loopback TCP port nothing listens on right now.
 pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()
 }
+
+/// How long one tgtadm (or ss) call may take.
+const TGTADM_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a killed command has to close its output.
+const KILL_GRACE: Duration = Duration::from_secs(2);
