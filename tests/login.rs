@@ -89,6 +89,22 @@ fn ls_reports_what_tgtd_was_configured_with() {
     assert!(limits["max_unmap_blocks"].is_u64());
 }
 
+/// tgtd has no ALUA (standard INQUIRY TPGS 0): `"alua"` is there, as `null`, and the human
+/// output has no alua line.
+#[test]
+fn ls_reports_no_alua_for_tgtd() {
+    let Some(t) = target() else { return };
+    let lun = ls_json(&t, &[], &[]);
+    assert!(
+        lun.as_object().unwrap().contains_key("alua"),
+        "alua in the schema: {lun}"
+    );
+    assert_eq!(lun["alua"], Value::Null);
+    let out = run(sanshim().args(["ls", &url(&t, 1)]));
+    out.expect_code(0);
+    assert!(!out.stdout.contains("alua"), "{}", out.stdout);
+}
+
 #[test]
 fn ls_reports_write_protect_and_thin_provisioning() {
     let Some(mut t) = target() else { return };

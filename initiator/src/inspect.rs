@@ -1,17 +1,18 @@
 //! What `sanshim ls` and `discover --luns` report about a logical unit, and what a disk and
 //! multipath learn before and while they carry I/O: the SPC/SBC identification and capacity
-//! commands (INQUIRY and its VPD pages, READ CAPACITY, MODE SENSE, REPORT LUNS), run on a
-//! live session through its [`SessionHandle`], beside any other traffic. UNIT ATTENTION and
-//! busy statuses are retried by the session ([`crate::scsi::RetryPolicy`]).
+//! commands (INQUIRY and its VPD pages, READ CAPACITY, MODE SENSE, REPORT LUNS, REPORT TARGET
+//! PORT GROUPS), run on a live session through its [`SessionHandle`], beside any other
+//! traffic. UNIT ATTENTION and busy statuses are retried by the session
+//! ([`crate::scsi::RetryPolicy`]).
 
 use bytes::{Bytes, BytesMut};
 use tracing::debug;
 
 use crate::scsi::{
-    BlockDeviceCharacteristics, BlockLimits, Cdb, Designator, DeviceIdentification,
+    AccessState, BlockDeviceCharacteristics, BlockLimits, Cdb, Designator, DeviceIdentification,
     LogicalBlockProvisioning, ModeSense10, ParseError, PeripheralDeviceType, ReadCapacity10,
-    ReadCapacity16, ReportLuns, Sense, StandardInquiry, SupportedVpdPages, UnitSerialNumber,
-    VpdPage,
+    ReadCapacity16, ReportLuns, Sense, StandardInquiry, SupportedVpdPages, TargetPortGroup,
+    TargetPortGroups, Tpgs, UnitSerialNumber, VpdPage,
 };
 use crate::session::{Command, TaskError, Transfer};
 use crate::transport::SessionHandle;
@@ -40,6 +41,8 @@ pub struct LunReport {
     pub block_limits: Option<BlockLimits>,
     /// Logical Block Provisioning VPD (0xB2).
     pub provisioning: Option<LogicalBlockProvisioning>,
+    /// Asymmetric logical unit access, when INQUIRY reports TPGS other than 0.
+    pub alua: Option<AluaReport>,
 }
 
 impl LunReport {
@@ -48,6 +51,37 @@ impl LunReport {
         self.identification
             .as_ref()
             .and_then(DeviceIdentification::lu_identity)
+    }
+}
+
+/// What ALUA says about the path a [`LunReport`] was read through.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct AluaReport {
+    /// TPGS of standard INQUIRY: implicit and/or explicit ALUA.
+    pub tpgs: Tpgs,
+    /// The relative target port this session uses (VPD 0x83), when the target names it.
+    pub relative_target_port: Option<u16>,
+    /// The target port group of that port (VPD 0x83), when the target names it.
+    pub target_port_group: Option<u16>,
+    /// The target port groups (REPORT TARGET PORT GROUPS); `None` when the command failed
+    /// or its answer could not be decoded.
+    pub groups: Option<TargetPortGroups>,
+}
+
+impl AluaReport {
+    /// The group of this path: the one VPD 0x83 names, else the one listing this path's
+    /// relative target port.
+    pub fn path_group(&self) -> Option<&TargetPortGroup> {
+        let groups = self.groups.as_ref()?;
+        match self.target_port_group {
+            Some(id) => groups.group(id),
+            None => groups.group_of_port(self.relative_target_port?),
+        }
+    }
+
+    /// The access state of this path ([`AluaReport::path_group`]).
+    pub fn state(&self) -> Option<AccessState> {
+        self.path_group().map(|g| g.state)
     }
 }
 
@@ -187,6 +221,10 @@ pub async fn inspect(client: &SessionHandle, lun: Lun) -> Result<LunReport, Insp
             .and_then(|d| DeviceIdentification::parse(&d).ok()),
         false => None,
     };
+    let alua = match inquiry.tpgs.supported() {
+        true => Some(alua(client, lun, inquiry.tpgs, identification.as_ref()).await),
+        false => None,
+    };
     let mut report = LunReport {
         lun: n,
         serial: serial.map(|s| s.serial),
@@ -197,6 +235,7 @@ pub async fn inspect(client: &SessionHandle, lun: Lun) -> Result<LunReport, Insp
         characteristics: None,
         block_limits: None,
         provisioning: None,
+        alua,
         inquiry,
     };
     if report.inquiry.device_type != PeripheralDeviceType::DIRECT_ACCESS {
@@ -231,6 +270,93 @@ pub async fn inspect(client: &SessionHandle, lun: Lun) -> Result<LunReport, Insp
     report.write_protected = mode.as_ref().map(|m| m.write_protected);
     report.fua = mode.as_ref().map(|m| m.dpofua);
     Ok(report)
+}
+
+/// Reads the target port groups of `lun` with REPORT TARGET PORT GROUPS (length-only header;
+/// [`TargetPortGroups`] says why), asking once more, with the length the target names, when
+/// the first answer is cut short.
+///
+/// Multipath calls this on a live session to learn new access states after a UNIT ATTENTION
+/// ASYMMETRIC ACCESS STATE CHANGED (0x2A/0x06), or a NOT READY with 0x04/0x0A (asymmetric
+/// access state transition), 0x04/0x0B (target port in standby) or 0x04/0x0C (target port
+/// unavailable). Targets answer it in every access state.
+///
+/// # Errors
+/// [`InspectError`] when the command fails (a target without ALUA answers ILLEGAL REQUEST)
+/// or its data is malformed or still cut short.
+pub async fn report_target_port_groups(
+    client: &SessionHandle,
+    lun: Lun,
+) -> Result<TargetPortGroups, InspectError> {
+    const NAME: &str = "REPORT TARGET PORT GROUPS";
+    let n = lun.number().unwrap_or(lun.raw());
+    let rtpg = |alloc| {
+        command(
+            client,
+            lun,
+            Cdb::report_target_port_groups(alloc),
+            alloc,
+            NAME,
+        )
+    };
+    let first = TargetPortGroups::parse(&rtpg(RTPG_ALLOCATION).await?);
+    let retry = match &first {
+        Err(e) => retry_allocation(RTPG_ALLOCATION, e),
+        Ok(_) => None,
+    };
+    let parsed = match retry {
+        Some(alloc) => {
+            debug!(lun = n, alloc, "{NAME} answer cut short; asking again");
+            TargetPortGroups::parse(&rtpg(alloc).await?)
+        }
+        None => first,
+    };
+    parsed.map_err(|source| InspectError::Parse {
+        command: NAME,
+        lun: n,
+        source,
+    })
+}
+
+/// First allocation length of REPORT TARGET PORT GROUPS: room for dozens of groups.
+const RTPG_ALLOCATION: u32 = 4096;
+/// Largest allocation length a retry asks for, whatever a target declares.
+const MAX_RTPG_ALLOCATION: u32 = 1 << 20;
+
+/// The allocation length to ask again with after `error` answered an allocation of `alloc`:
+/// the one a cut-short answer names, bounded; `None` when asking again cannot help.
+fn retry_allocation(alloc: u32, error: &ParseError) -> Option<u32> {
+    match *error {
+        ParseError::Truncated { need, .. } => {
+            let next = u32::try_from(need)
+                .unwrap_or(u32::MAX)
+                .min(MAX_RTPG_ALLOCATION);
+            (next > alloc).then_some(next)
+        }
+        _ => None,
+    }
+}
+
+/// The ALUA part of a report: this path's port and group from VPD 0x83, and the groups.
+async fn alua(
+    client: &SessionHandle,
+    lun: Lun,
+    tpgs: Tpgs,
+    identification: Option<&DeviceIdentification>,
+) -> AluaReport {
+    let groups = match report_target_port_groups(client, lun).await {
+        Ok(groups) => Some(groups),
+        Err(e) => {
+            debug!(error = %e, "TPGS is set but the target port groups are not available");
+            None
+        }
+    };
+    AluaReport {
+        tpgs,
+        relative_target_port: identification.and_then(DeviceIdentification::relative_target_port),
+        target_port_group: identification.and_then(DeviceIdentification::target_port_group),
+        groups,
+    }
 }
 
 async fn capacity(client: &SessionHandle, lun: Lun, n: u64) -> Result<Capacity, InspectError> {
@@ -322,5 +448,73 @@ async fn command(
             status,
             sense: done.sense,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scsi::SupportedStates;
+
+    fn group(id: u16, state: AccessState, ports: &[u16]) -> TargetPortGroup {
+        TargetPortGroup {
+            id,
+            state,
+            preferred: false,
+            supported: SupportedStates(0x0f),
+            status_code: 0,
+            vendor: 0,
+            relative_target_ports: ports.to_vec(),
+        }
+    }
+
+    fn report(port: Option<u16>, group_id: Option<u16>) -> AluaReport {
+        AluaReport {
+            tpgs: Tpgs(1),
+            relative_target_port: port,
+            target_port_group: group_id,
+            groups: Some(TargetPortGroups {
+                groups: vec![
+                    group(1, AccessState::ACTIVE_OPTIMIZED, &[1]),
+                    group(2, AccessState::STANDBY, &[2, 3]),
+                ],
+                implicit_transition_time: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn the_path_group_is_found_by_group_then_by_port() {
+        assert_eq!(report(Some(1), Some(2)).state(), Some(AccessState::STANDBY));
+        assert_eq!(report(Some(3), None).state(), Some(AccessState::STANDBY));
+        assert_eq!(report(Some(1), None).path_group().map(|g| g.id), Some(1));
+        // A group or port the groups do not list, or nothing named at all.
+        assert_eq!(report(None, Some(9)).state(), None);
+        assert_eq!(report(Some(9), None).state(), None);
+        assert_eq!(report(None, None).state(), None);
+        let failed = AluaReport {
+            groups: None,
+            ..report(Some(1), Some(1))
+        };
+        assert_eq!(failed.state(), None);
+    }
+
+    #[test]
+    fn a_cut_short_answer_is_asked_again_once_with_a_bounded_length() {
+        let cut = |need| ParseError::Truncated {
+            what: "REPORT TARGET PORT GROUPS data",
+            need,
+            have: 4096,
+        };
+        assert_eq!(retry_allocation(4096, &cut(5000)), Some(5000));
+        assert_eq!(retry_allocation(4096, &cut(usize::MAX)), Some(1 << 20));
+        // Asking for what was already asked cannot help.
+        assert_eq!(retry_allocation(4096, &cut(4096)), None);
+        assert_eq!(retry_allocation(1 << 20, &cut(1 << 21)), None);
+        let invalid = ParseError::Invalid {
+            what: "REPORT TARGET PORT GROUPS data",
+            reason: "FORMAT TYPE is reserved",
+        };
+        assert_eq!(retry_allocation(4096, &invalid), None);
     }
 }

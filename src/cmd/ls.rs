@@ -1,15 +1,16 @@
 //! `sanshim ls URL... [--json]`: what each LUN is — device type, vendor/product/revision,
 //! capacity, block size, identity (VPD 0x83), serial (VPD 0x80), write-protect, thin
-//! provisioning and Block Limits. A URL without `/LUN` lists every LUN of the target.
+//! provisioning, Block Limits and ALUA (the path's target port group and its access state). A
+//! URL without `/LUN` lists every LUN of the target.
 
 use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use anyhow::anyhow;
 use clap::Args;
-use sanshim_initiator::inspect::{self, InspectError, LunReport};
+use sanshim_initiator::inspect::{self, AluaReport, InspectError, LunReport};
 use sanshim_initiator::login::Established;
-use sanshim_initiator::scsi::Designator;
+use sanshim_initiator::scsi::{Designator, TargetPortGroup};
 use sanshim_initiator::transport::SessionHandle;
 use sanshim_initiator::wire::Lun;
 use serde_json::{Value, json};
@@ -135,6 +136,7 @@ pub fn lun_json(url: &str, session: &SessionHandle, r: &LunReport) -> Value {
         "thin_provisioning": capacity.and_then(|c| c.thin_provisioning),
         "block_limits": limits,
         "provisioning": provisioning,
+        "alua": r.alua.as_ref().map(alua_json),
         "session": {
             "header_digest": if n.header_digest { "CRC32C" } else { "None" },
             "data_digest": if n.data_digest { "CRC32C" } else { "None" },
@@ -157,6 +159,50 @@ fn designator_json(d: &Designator) -> Value {
         "association": format!("{:?}", d.association),
         "value": d.render(),
     })
+}
+
+/// The `"alua"` object: TPGS, this path's port and group (VPD 0x83) and its state, and every
+/// group (`null` when REPORT TARGET PORT GROUPS failed).
+fn alua_json(a: &AluaReport) -> Value {
+    let groups = a.groups.as_ref();
+    json!({
+        "implicit": a.tpgs.implicit(),
+        "explicit": a.tpgs.explicit(),
+        "relative_target_port": a.relative_target_port,
+        "target_port_group": a.target_port_group,
+        "path_group": a.path_group().map(|g| g.id),
+        "state": a.state().map(|s| s.to_string()),
+        "implicit_transition_time": groups.and_then(|g| g.implicit_transition_time),
+        "groups": groups.map(|g| g.groups.iter().map(group_json).collect::<Vec<_>>()),
+    })
+}
+
+fn group_json(g: &TargetPortGroup) -> Value {
+    json!({
+        "id": g.id,
+        "state": g.state.to_string(),
+        "state_code": g.state.0,
+        "preferred": g.preferred,
+        "supported": g.supported.states().map(|s| s.to_string()).collect::<Vec<_>>(),
+        "status_code": g.status_code,
+        "relative_target_ports": g.relative_target_ports,
+    })
+}
+
+/// `group 1 active/optimized (implicit)`: this path's group and state, and how the target
+/// changes states.
+fn alua_line(a: &Value) -> String {
+    let group = match a["path_group"].as_u64() {
+        Some(id) => format!("group {id}"),
+        None => "group unknown".into(),
+    };
+    let state = a["state"].as_str().unwrap_or("state unknown");
+    let mode = match (a["implicit"].as_bool(), a["explicit"].as_bool()) {
+        (Some(true), Some(true)) => "implicit and explicit",
+        (_, Some(true)) => "explicit",
+        _ => "implicit",
+    };
+    format!("{group} {state} ({mode})")
 }
 
 /// The human rendering of `ls` (and `discover --luns`) LUN objects.
@@ -210,6 +256,35 @@ pub fn human(luns: &[Value]) -> String {
                 limit(&b["max_unmap_blocks"])
             );
         }
+        if l["alua"].is_object() {
+            let _ = writeln!(out, "    alua         {}", alua_line(&l["alua"]));
+        }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_alua_line_names_group_state_and_mode() {
+        let alua = json!({
+            "implicit": true, "explicit": false, "path_group": 1, "state": "active/optimized",
+        });
+        assert_eq!(alua_line(&alua), "group 1 active/optimized (implicit)");
+        let alua = json!({ "implicit": true, "explicit": true, "path_group": null, "state": null });
+        assert_eq!(
+            alua_line(&alua),
+            "group unknown state unknown (implicit and explicit)"
+        );
+        let lun = json!({ "url": "iscsi://h/t/1", "lun": 1, "alua": {
+            "implicit": false, "explicit": true, "path_group": 2, "state": "standby" } });
+        let text = human(&[lun]);
+        assert!(
+            text.contains("\n    alua         group 2 standby (explicit)\n"),
+            "{text}"
+        );
+        assert!(!human(&[json!({ "lun": 1, "alua": null })]).contains("alua"));
+    }
 }

@@ -40,6 +40,27 @@ impl Cdb {
         Cdb::from_struct(&cdb)
     }
 
+    /// REPORT TARGET PORT GROUPS: MAINTENANCE IN with service action 0x0a, asking for the
+    /// length-only header (PARAMETER DATA FORMAT 000b; SPC-5 §6.37). Every target counts
+    /// RETURN DATA LENGTH the same way for this format; see [`super::TargetPortGroups`] for
+    /// why the extended one is not the default.
+    pub fn report_target_port_groups(allocation_length: u32) -> Cdb {
+        Cdb::from_struct(&MaintenanceInCdb::report_target_port_groups(
+            RTPG_LENGTH_ONLY,
+            allocation_length,
+        ))
+    }
+
+    /// REPORT TARGET PORT GROUPS asking for the extended header (PARAMETER DATA FORMAT 001b),
+    /// which adds the IMPLICIT TRANSITION TIME. A target may answer with the length-only
+    /// header anyway; [`super::TargetPortGroups::parse`] reads both.
+    pub fn report_target_port_groups_extended(allocation_length: u32) -> Cdb {
+        Cdb::from_struct(&MaintenanceInCdb::report_target_port_groups(
+            RTPG_EXTENDED,
+            allocation_length,
+        ))
+    }
+
     /// READ CAPACITY(10) (SBC-4 §5.19).
     pub fn read_capacity10() -> Cdb {
         Cdb::from_struct(&Cdb10::op(ScsiOp::READ_CAPACITY_10))
@@ -213,6 +234,10 @@ pub fn unmap_parameter_list(ranges: &[UnmapRange]) -> Result<Vec<u8>, BuildError
 }
 
 const SA_READ_CAPACITY_16: u8 = 0x10;
+const SA_REPORT_TARGET_PORT_GROUPS: u8 = 0x0a;
+/// PARAMETER DATA FORMAT (bits 7:5 of byte 1) 000b and 001b.
+const RTPG_LENGTH_ONLY: u8 = 0x00;
+const RTPG_EXTENDED: u8 = 0x20;
 const MODE_SENSE_DBD: u8 = 0x08;
 const RW_FUA: u8 = 0x08;
 const WRITE_SAME_UNMAP: u8 = 0x08;
@@ -352,6 +377,29 @@ struct ReportLunsCdb {
     control: u8,
 }
 
+/// MAINTENANCE IN: REPORT TARGET PORT GROUPS (SPC-5 §6.37).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned)]
+struct MaintenanceInCdb {
+    op: u8,
+    /// PARAMETER DATA FORMAT (7:5), SERVICE ACTION (4:0).
+    service_action: u8,
+    reserved1: [u8; 4],
+    allocation_length: U32,
+    reserved2: u8,
+    control: u8,
+}
+
+impl MaintenanceInCdb {
+    fn report_target_port_groups(format: u8, allocation_length: u32) -> Self {
+        let mut cdb = MaintenanceInCdb::new_zeroed();
+        cdb.op = ScsiOp::MAINTENANCE_IN.0;
+        cdb.service_action = format | SA_REPORT_TARGET_PORT_GROUPS;
+        cdb.allocation_length.set(allocation_length);
+        cdb
+    }
+}
+
 /// UNMAP parameter list header (SBC-4 §5.32.2, table 102).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned)]
@@ -382,6 +430,7 @@ mod tests {
         assert_eq!(size_of::<Cdb10>(), 10);
         assert_eq!(size_of::<ModeSense10Cdb>(), 10);
         assert_eq!(size_of::<ReportLunsCdb>(), 12);
+        assert_eq!(size_of::<MaintenanceInCdb>(), 12);
         assert_eq!(size_of::<Cdb16>(), 16);
         assert_eq!(size_of::<UnmapHeader>(), UNMAP_HEADER_LEN);
         assert_eq!(size_of::<UnmapDescriptor>(), UNMAP_DESCRIPTOR_LEN);
@@ -408,6 +457,28 @@ mod tests {
         for (cdb, hex) in cases {
             assert_eq!(cdb.as_bytes(), bytes(hex), "{cdb:?}");
         }
+    }
+
+    #[test]
+    fn test_emit_report_target_port_groups() {
+        let cdb = Cdb::report_target_port_groups(0x1000);
+        assert_eq!(
+            cdb.as_bytes(),
+            bytes(concat!(
+                "a3",       // MAINTENANCE IN
+                "0a",       // PARAMETER DATA FORMAT 000b | SERVICE ACTION 0a
+                "00000000", // reserved
+                "00001000", // ALLOCATION LENGTH 4096
+                "00",       // reserved
+                "00",       // CONTROL
+            ))
+        );
+        assert_eq!(cdb.op(), ScsiOp::MAINTENANCE_IN);
+        // PARAMETER DATA FORMAT 001b | SERVICE ACTION 0a; the largest allocation length.
+        assert_eq!(
+            Cdb::report_target_port_groups_extended(u32::MAX).as_bytes(),
+            bytes("a32a00000000ffffffff0000")
+        );
     }
 
     #[test]

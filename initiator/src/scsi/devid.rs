@@ -202,6 +202,50 @@ impl DeviceIdentification {
             .min_by_key(|&(rank, _)| rank)
             .map(|(_, d)| d)
     }
+
+    /// The RELATIVE TARGET PORT IDENTIFIER of the target port the page was read through
+    /// (designator type 0x4 with target port association): with several sessions to one
+    /// logical unit, it says which port each path uses. Found by
+    /// [`TargetPortGroups::group_of_port`](super::TargetPortGroups::group_of_port).
+    pub fn relative_target_port(&self) -> Option<u16> {
+        self.port_number(DesignatorType::RELATIVE_TARGET_PORT)
+    }
+
+    /// The TARGET PORT GROUP of the target port the page was read through (designator type
+    /// 0x5 with target port association): the group whose ALUA state applies to this path,
+    /// as [`TargetPortGroups::group`](super::TargetPortGroups::group) looks it up.
+    pub fn target_port_group(&self) -> Option<u16> {
+        self.port_number(DesignatorType::TARGET_PORT_GROUP)
+    }
+
+    /// The SCSI name string of the target port the page was read through (designator type
+    /// 0x8 with target port association); for iSCSI the target name with `,t,0x` and the
+    /// target portal group tag, e.g. `iqn.2003-01.org.linux-iscsi:t1,t,0x0001`.
+    pub fn target_port_name(&self) -> Option<String> {
+        self.port_designators(DesignatorType::SCSI_NAME_STRING)
+            .find(|d| !d.value.is_empty())
+            .map(Designator::render)
+    }
+
+    /// The designators of `designator_type` naming the target port, in the page's order.
+    fn port_designators(
+        &self,
+        designator_type: DesignatorType,
+    ) -> impl Iterator<Item = &Designator> {
+        self.designators.iter().filter(move |d| {
+            d.association == Association::TARGET_PORT && d.designator_type == designator_type
+        })
+    }
+
+    /// The 16-bit number in bytes 2..4 of the first well-formed (4-byte) target port
+    /// designator of `designator_type`; bytes 0..2 are reserved or obsolete.
+    fn port_number(&self, designator_type: DesignatorType) -> Option<u16> {
+        self.port_designators(designator_type)
+            .find_map(|d| match d.value.as_slice() {
+                [_, _, hi, lo] => Some(u16::from_be_bytes([*hi, *lo])),
+                _ => None,
+            })
+    }
 }
 
 /// Text designators are NUL-terminated and padded (SPC-5 §7.7.6.10); control characters are
@@ -347,6 +391,51 @@ mod tests {
         assert_eq!(d[6].render(), "0x00112233445566778899aabbccddeeff");
         // No NAA here: EUI-64 beats the SCSI name string, MD5 and the group.
         assert_eq!(page.lu_identity().unwrap().render(), "eui.0011223344556677");
+        assert_eq!(page.relative_target_port(), Some(2));
+        assert_eq!(page.target_port_group(), Some(7));
+        assert_eq!(
+            page.target_port_name().as_deref(),
+            Some("iqn.2003-01.org:t,t,0x1")
+        );
+    }
+
+    /// What identifies the port of a path: relative port, port group and port name are read
+    /// only from target port designators, and only when well formed.
+    #[test]
+    fn test_port_accessors() {
+        let raw = bytes(concat!(
+            "00830047", // page length 71
+            // binary | LU, relative target port | 4: a logical unit designator, not a port's
+            "01040004",
+            "00000009",
+            // binary | target port, relative target port | 3: malformed, skipped
+            "01140003",
+            "000005",
+            // iSCSI binary | PIV, target port, relative target port | 4: port 0x0102
+            "51940004",
+            "00000102",
+            // binary | target device, target port group | 4: not the port's
+            "01250004",
+            "00000008",
+            // binary | target port, target port group | 4: group 0x8001
+            "01150004",
+            "00008001",
+            // UTF-8 | target device, SCSI name | 8: the target's name, not the port's
+            "03280008",
+            "69716e2e74000000",
+            // iSCSI UTF-8 | PIV, target port, SCSI name | 16: "iqn.t,t,0x2" + NUL padding
+            "53980010",
+            "69716e2e742c742c3078320000000000",
+        ));
+        let page = DeviceIdentification::parse(&raw).unwrap();
+        assert_eq!(page.relative_target_port(), Some(0x0102));
+        assert_eq!(page.target_port_group(), Some(0x8001));
+        assert_eq!(page.target_port_name().as_deref(), Some("iqn.t,t,0x2"));
+        // tgtd's page names only the logical unit.
+        let tgt = DeviceIdentification::parse(&bytes(TGT_DEVID)).unwrap();
+        assert_eq!(tgt.relative_target_port(), None);
+        assert_eq!(tgt.target_port_group(), None);
+        assert_eq!(tgt.target_port_name(), None);
     }
 
     #[test]

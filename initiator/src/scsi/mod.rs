@@ -1,7 +1,7 @@
 //! SCSI commands and the data they return: SAM-5 (status, LUNs, sense), SPC-5 (INQUIRY and
-//! VPD pages, MODE SENSE, REPORT LUNS, sense data) and SBC-4 (READ CAPACITY, READ/WRITE,
-//! SYNCHRONIZE CACHE, UNMAP, WRITE SAME, the Block Limits, Block Device Characteristics and
-//! Logical Block Provisioning VPD pages).
+//! VPD pages, MODE SENSE, REPORT LUNS, REPORT TARGET PORT GROUPS and the ALUA access states,
+//! sense data) and SBC-4 (READ CAPACITY, READ/WRITE, SYNCHRONIZE CACHE, UNMAP, WRITE SAME,
+//! the Block Limits, Block Device Characteristics and Logical Block Provisioning VPD pages).
 //!
 //! ```text
 //!  cdb::Cdb::read16(..) ─► 16 CDB bytes ─► SCSI Command PDU
@@ -22,6 +22,7 @@
 
 use std::fmt;
 
+mod alua;
 mod asc;
 mod block_vpd;
 mod capacity;
@@ -33,6 +34,7 @@ mod lun;
 mod retry;
 mod sense;
 
+pub use alua::{AccessState, SupportedStates, TargetPortGroup, TargetPortGroups};
 pub use asc::AscAscq;
 pub use block_vpd::ProvisioningType;
 pub use block_vpd::{BlockDeviceCharacteristics, BlockLimits, LogicalBlockProvisioning};
@@ -113,6 +115,7 @@ pub fn parse_all(buf: &[u8]) {
     let _ = ReadCapacity16::parse(buf).map(|r| r.physical_block_length());
     let _ = ModeSense10::parse(buf).map(|m| m.caching());
     let _ = ReportLuns::parse(buf).map(|r| r.luns.iter().filter_map(|l| l.number()).count());
+    let _ = TargetPortGroups::parse(buf).map(|t| t.group_of_port(1).map(|g| g.state.carries_io()));
     let _ = Sense::parse(buf).map(|s| (s.to_string(), s.to_block_error(), s.is_retryable()));
     let _ = Sense::from_response_data(buf);
 }
