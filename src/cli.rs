@@ -88,6 +88,8 @@ pub enum Command {
     Export(crate::cmd::export::ExportArgs),
     /// Measure a LUN: throughput, IOPS and latency of reads or writes, optionally verified.
     Bench(crate::cmd::bench::BenchArgs),
+    /// Per-path state, counters and latency of a running export.
+    Status(crate::cmd::status::StatusArgs),
 }
 
 /// Sends logs to stderr at the level `-v`/`-q` ask for; `RUST_LOG` overrides.

@@ -35,6 +35,11 @@ impl Failure {
         }
     }
 
+    /// The exit code.
+    pub fn code(&self) -> u8 {
+        self.code
+    }
+
     /// Prints the error chain to stderr and turns the failure into the process exit code.
     pub fn report(self) -> ExitCode {
         eprintln!("sanshim: error: {}", self.message());

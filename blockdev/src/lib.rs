@@ -239,9 +239,11 @@ pub enum ErrorKind {
     /// The target or device failed in a way another path will not fix (HARDWARE ERROR,
     /// unexpected check condition).
     TargetFailure,
-    /// The path to the device failed (connection lost, timeout, transport error); another
-    /// path may succeed.
+    /// The path to the device failed (connection lost, timeout, transport error) with the
+    /// request possibly at the device; another path may succeed.
     PathFailure,
+    /// The path is down and the request never reached the device; another path may succeed.
+    PathDown,
     /// The request reaches past the end of the device.
     OutOfRange,
     /// The request is malformed (not whole blocks, buffer size mismatch).
@@ -258,11 +260,14 @@ impl ErrorKind {
     /// The errno an NBD server answers with for this kind (NBD proto.md "Error values").
     pub fn errno(self) -> i32 {
         match self {
-            ErrorKind::Medium | ErrorKind::TargetFailure | ErrorKind::PathFailure => 5, // EIO
-            ErrorKind::OutOfRange | ErrorKind::InvalidRequest => 22,                    // EINVAL
-            ErrorKind::ReadOnly => 1,                                                   // EPERM
-            ErrorKind::Unsupported => 95, // EOPNOTSUPP
-            ErrorKind::NoSpace => 28,     // ENOSPC
+            ErrorKind::Medium
+            | ErrorKind::TargetFailure
+            | ErrorKind::PathFailure
+            | ErrorKind::PathDown => 5, // EIO
+            ErrorKind::OutOfRange | ErrorKind::InvalidRequest => 22, // EINVAL
+            ErrorKind::ReadOnly => 1,                                // EPERM
+            ErrorKind::Unsupported => 95,                            // EOPNOTSUPP
+            ErrorKind::NoSpace => 28,                                // ENOSPC
         }
     }
 }
@@ -295,7 +300,7 @@ impl BlockError {
     /// Whether the failure belongs to the path rather than the device, so that multipath
     /// should retry the request on another path.
     pub fn is_path_failure(&self) -> bool {
-        self.kind == ErrorKind::PathFailure
+        matches!(self.kind, ErrorKind::PathFailure | ErrorKind::PathDown)
     }
 }
 

@@ -22,13 +22,12 @@ use clap::{Args, ValueEnum};
 use sanshim_bench::{
     BenchError, BenchOptions, Bound, PhaseReport, ReadWrite, Report, format_size, parse_size,
 };
-use sanshim_blockdev::ErrorKind;
-use sanshim_initiator::disk::ScsiDisk;
+use sanshim_mpath::{Multipath, PathStats};
 
 use serde_json::{Value, json};
 use tracing::warn;
 
-use super::session::{Context, DiskArgs, parse_url, redact};
+use super::session::{Context, DiskArgs, PathArgs, parse_url, redact};
 use crate::cli::Global;
 use crate::exit::{self, Failure};
 
@@ -63,6 +62,9 @@ pub struct BenchArgs {
     /// Print one JSON document on stdout instead of the summary line.
     #[arg(long)]
     pub json: bool,
+    /// Multipath settings.
+    #[command(flatten)]
+    pub paths: PathArgs,
     /// Session and command settings.
     #[command(flatten)]
     pub disk: DiskArgs,
@@ -107,11 +109,6 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<ExitCode, Failure> {
     for s in &args.urls {
         urls.push(parse_url(s, false)?.0);
     }
-    if urls.len() > 1 {
-        warn!(
-            "multipath is not implemented yet: the first path is driven, the others only verified"
-        );
-    }
     let rw = ReadWrite::from(args.rw);
     let mut options = BenchOptions::new(
         rw,
@@ -132,25 +129,99 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<ExitCode, Failure> {
     let rt = super::runtime()?;
     rt.block_on(async {
         let disk = Arc::new(
-            ctx.open_paths(&args.urls, &urls, &disk_options, "benchmark")
-                .await?,
+            ctx.open_paths(
+                &args.urls,
+                &urls,
+                &disk_options,
+                args.paths.config(args.disk.replacement_timeout),
+                "benchmark",
+            )
+            .await?,
         );
+        let before = disk.stats();
+        let started = std::time::Instant::now();
         let result = sanshim_bench::run(Arc::clone(&disk), &options, |p| {
             if !quiet {
                 eprintln!("{p}");
             }
         })
         .await;
+        let paths = path_shares(&before, &disk.stats(), started.elapsed());
         let closed = close(disk).await;
         let report = result.map_err(bench_failure)?;
         closed?;
         if args.json {
-            println!("{}", to_json(&report, &args.urls));
+            let mut doc = to_json(&report, &args.urls);
+            doc["paths"] = Value::Array(paths.iter().map(|p| p.json()).collect());
+            println!("{doc}");
         } else {
             println!("{}", summary(&report));
+            if paths.len() > 1 {
+                for p in &paths {
+                    println!("  {}", p.line());
+                }
+            }
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// What one path carried during the run.
+struct PathShare {
+    stats: PathStats,
+    ops: u64,
+    bytes: u64,
+    mib_per_s: f64,
+}
+
+/// Each path's share of the run: its counters' growth over `elapsed`.
+fn path_shares(before: &[PathStats], after: &[PathStats], elapsed: Duration) -> Vec<PathShare> {
+    let secs = elapsed.as_secs_f64().max(1e-9);
+    after
+        .iter()
+        .map(|a| {
+            let b = before.iter().find(|b| b.number == a.number);
+            let ops = a.ops - b.map_or(0, |b| b.ops);
+            let bytes = a.bytes - b.map_or(0, |b| b.bytes);
+            PathShare {
+                stats: a.clone(),
+                ops,
+                bytes,
+                mib_per_s: bytes as f64 / f64::from(1 << 20) / secs,
+            }
+        })
+        .collect()
+}
+
+impl PathShare {
+    fn line(&self) -> String {
+        let s = &self.stats;
+        format!(
+            "path {} {}: {:.1} MiB/s, {} ops, {} errors, {} failovers, {}",
+            s.number,
+            s.name,
+            self.mib_per_s,
+            self.ops,
+            s.errors,
+            s.failovers,
+            s.state.name()
+        )
+    }
+
+    fn json(&self) -> Value {
+        let s = &self.stats;
+        json!({
+            "path": s.number,
+            "name": s.name,
+            "state": s.state.name(),
+            "ops": self.ops,
+            "bytes": self.bytes,
+            "mib_per_s": round(self.mib_per_s),
+            "errors": s.errors,
+            "failovers": s.failovers,
+            "reconnects": s.reconnects,
+        })
+    }
 }
 
 /// Default `--time`.
@@ -158,9 +229,9 @@ const DEFAULT_TIME: Duration = Duration::from_secs(10);
 /// The largest [`DiskOptions::queue_depth`] a session takes.
 const MAX_SESSION_DEPTH: u32 = 512;
 
-/// Logs out; [`ScsiDisk::close`] first flushes the cache of a writable disk (after the
+/// Logs out; [`Multipath::close`] first flushes the cache of a writable disk (after the
 /// measurement, not part of it).
-async fn close(disk: Arc<ScsiDisk>) -> Result<(), Failure> {
+async fn close(disk: Arc<Multipath>) -> Result<(), Failure> {
     match Arc::try_unwrap(disk) {
         Ok(disk) => disk.close().await.map_err(|e| {
             Failure::new(
@@ -180,7 +251,7 @@ fn bench_failure(e: BenchError) -> Failure {
     let code = match &e {
         BenchError::Options(_) => exit::USAGE,
         BenchError::Mismatch { .. } => exit::VERIFY_MISMATCH,
-        BenchError::Io { error, .. } if error.kind() == ErrorKind::PathFailure => exit::UNREACHABLE,
+        BenchError::Io { error, .. } if error.is_path_failure() => exit::UNREACHABLE,
         BenchError::Io { .. } => exit::SCSI,
         _ => exit::OTHER,
     };

@@ -3,17 +3,18 @@
 //! "Command line contract").
 //!
 //! ```text
-//!  URL 1 ── open_disk ──► ScsiDisk ──► Export ──► Server ──► listeners (URI lines on stdout)
-//!  URL 2.. ── open_disk ─► identity checked against path 1, then logged out (no multipath yet)
-//!                                             └──► kernel::attach (--attach /dev/nbdN)
+//!  URL 1 ── ScsiDisk ─┐
+//!  URL 2 ── ScsiDisk ─┼─► Multipath ──► Export ──► Server ──► listeners (URI lines on stdout)
+//!  ...               ─┘                               └──► kernel::attach (--attach /dev/nbdN)
+//!  SIGUSR1: per-path state and counters to the log
 //!  SIGINT/SIGTERM: detach ► drain the server ► SYNCHRONIZE CACHE ► log out ► exit 0
 //! ```
 //!
 //! Several URLs are paths to one LU: each is opened and its identity (INQUIRY VPD 0x83) must
-//! match the first one's, or nothing is served. Until the multipath layer exists only the first
-//! path serves; `--policy` is accepted for the command line contract and otherwise unused.
-//! A write-protected LUN is exported read-only whatever `--read-only` says. A second signal
-//! during the drain gives up on it and exits 1 (after still trying to log out).
+//! match the first one's, or nothing is served; all of them carry I/O (`--policy`), and a
+//! failed path fails over to the others (`sanshim_mpath`). A write-protected LUN is exported
+//! read-only whatever `--read-only` says. A second signal during the drain gives up on it and
+//! exits 1 (after still trying to log out).
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
@@ -22,17 +23,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::anyhow;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use sanshim_blockdev::BlockDevice;
-use sanshim_initiator::disk::ScsiDisk;
+use sanshim_initiator::disk::DiskOptions;
 use sanshim_initiator::url::IscsiUrl;
+use sanshim_mpath::Multipath;
 use sanshim_nbd::kernel::{self, AttachError, AttachOptions};
 use sanshim_nbd::{Config, Export, ListenAddr, Server};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use super::session::{Context, DiskArgs, parse_url};
+use super::session::{Context, DiskArgs, PathArgs, parse_url};
+use super::status;
 use crate::cli::Global;
 use crate::exit::{self, Failure};
 
@@ -40,7 +43,7 @@ use crate::exit::{self, Failure};
 #[derive(Args, Debug)]
 pub struct ExportArgs {
     /// `iscsi://[USER[%SECRET]@]HOST[:PORT]/TARGET-IQN/LUN`; several URLs are paths to the same
-    /// LU (checked by identity; until multipath support lands only the first one serves).
+    /// LU (checked by identity), all carrying I/O.
     #[arg(required = true, value_name = "URL")]
     pub urls: Vec<String>,
     /// Where to serve: `unix:PATH` or `tcp:[HOST:]PORT` (loopback unless HOST is given);
@@ -59,24 +62,15 @@ pub struct ExportArgs {
     /// when the device is in use. Detached on exit.
     #[arg(long, value_name = "/dev/nbdN")]
     pub attach: Option<PathBuf>,
-    /// Path selector for several URLs. Accepted now; until multipath support lands only the
-    /// first path serves and the others are only verified.
-    #[arg(long, value_enum, default_value_t = Policy::RoundRobin)]
-    pub policy: Policy,
+    /// The control socket `sanshim status` reads (default /run/sanshim/NAME.ctl).
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Multipath settings.
+    #[command(flatten)]
+    pub paths: PathArgs,
     /// Session and command settings.
     #[command(flatten)]
     pub disk: DiskArgs,
-}
-
-/// How requests are spread over paths (multipath; not yet used).
-#[derive(Clone, Copy, Debug, Eq, PartialEq, ValueEnum)]
-pub enum Policy {
-    /// Each path in turn.
-    RoundRobin,
-    /// The path with the fewest commands in flight.
-    QueueLength,
-    /// The path with the lowest expected service time.
-    ServiceTime,
 }
 
 /// Runs `sanshim export`.
@@ -96,17 +90,12 @@ pub fn run(global: &Global, args: ExportArgs) -> Result<ExitCode, Failure> {
     } else {
         args.listen.clone()
     };
-    if urls.len() > 1 || args.policy != Policy::RoundRobin {
-        warn!(
-            policy = ?args.policy,
-            "multipath is not implemented yet: the first path serves, the others are only verified"
-        );
-    }
     let options = args.disk.options(args.read_only);
+    let config = args.paths.config(args.disk.replacement_timeout);
     let rt = super::runtime()?;
     rt.block_on(async {
         let disk = Arc::new(
-            ctx.open_paths(&args.urls, &urls, &options, "export")
+            ctx.open_paths(&args.urls, &urls, &options, config, "export")
                 .await?,
         );
         let read_only = disk.geometry().read_only;
@@ -114,10 +103,15 @@ pub fn run(global: &Global, args: ExportArgs) -> Result<ExitCode, Failure> {
             warn!("the LUN is write-protected: exporting it read-only");
         }
         let plan = Plan {
+            control: args
+                .control
+                .clone()
+                .unwrap_or_else(|| status::control_path(&name)),
             name,
             listen,
             read_only,
             attach: args.attach.clone(),
+            options,
         };
         let served = serve(&plan, &disk).await;
         let closed = close(disk).await;
@@ -132,12 +126,15 @@ struct Plan {
     listen: Vec<ListenAddr>,
     read_only: bool,
     attach: Option<PathBuf>,
+    control: PathBuf,
+    options: DiskOptions,
 }
 
-/// SIGINT and SIGTERM.
+/// SIGINT and SIGTERM; SIGUSR1.
 struct Signals {
     int: Signal,
     term: Signal,
+    usr1: Signal,
 }
 
 impl Signals {
@@ -148,6 +145,7 @@ impl Signals {
         Ok(Signals {
             int: install(SignalKind::interrupt())?,
             term: install(SignalKind::terminate())?,
+            usr1: install(SignalKind::user_defined1())?,
         })
     }
 
@@ -160,7 +158,7 @@ impl Signals {
 }
 
 /// Serves until a signal, then detaches and drains.
-async fn serve(plan: &Plan, disk: &Arc<ScsiDisk>) -> Result<(), Failure> {
+async fn serve(plan: &Plan, disk: &Arc<Multipath>) -> Result<(), Failure> {
     let export = Export {
         name: plan.name.clone(),
         description: format!("sanshim export {}", plan.name),
@@ -206,7 +204,35 @@ async fn serve(plan: &Plan, disk: &Arc<ScsiDisk>) -> Result<(), Failure> {
         read_only = plan.read_only,
         "serving; SIGINT or SIGTERM stops"
     );
-    signals.recv().await;
+    let report = {
+        let (name, device, options) = (plan.name.clone(), Arc::clone(disk), plan.options);
+        move || {
+            status::document(&status::Status {
+                name: &name,
+                device: &device,
+                options: &options,
+            })
+        }
+    };
+    let report: Arc<dyn Fn() -> serde_json::Value + Send + Sync> = Arc::new(report);
+    let control = match status::serve(plan.control.clone(), Arc::clone(&report)) {
+        Ok(task) => Some(task),
+        Err(e) => {
+            warn!(path = %plan.control.display(), error = %e, "no control socket: `sanshim status` will not reach this export");
+            None
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = signals.int.recv() => break,
+            _ = signals.term.recv() => break,
+            _ = signals.usr1.recv() => status::log(&report()),
+        }
+    }
+    if let Some(task) = control {
+        task.abort();
+        let _ = std::fs::remove_file(&plan.control);
+    }
     info!("stopping: detaching, draining in-flight requests");
     let stop = async {
         let detached = match attachment {
@@ -222,13 +248,13 @@ async fn serve(plan: &Plan, disk: &Arc<ScsiDisk>) -> Result<(), Failure> {
     }
 }
 
-async fn drain(server: &Server<ScsiDisk>, tasks: &mut JoinSet<()>) {
+async fn drain(server: &Server<Multipath>, tasks: &mut JoinSet<()>) {
     server.shutdown();
     while tasks.join_next().await.is_some() {}
 }
 
 /// Flushes the device's cache (unless read-only) and logs out.
-async fn close(disk: Arc<ScsiDisk>) -> Result<(), Failure> {
+async fn close(disk: Arc<Multipath>) -> Result<(), Failure> {
     let scsi = |e| Failure::new(exit::SCSI, anyhow!("SYNCHRONIZE CACHE on exit failed: {e}"));
     match Arc::try_unwrap(disk) {
         Ok(disk) => disk.close().await.map_err(scsi)?,

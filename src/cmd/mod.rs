@@ -6,6 +6,7 @@ pub mod export;
 pub mod ibft;
 pub mod ls;
 pub mod session;
+pub mod status;
 
 use std::process::ExitCode;
 
@@ -23,6 +24,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Export(args) => export::run(&global, args),
         Command::Ibft(args) => ibft::run(&global, args),
         Command::Ls(args) => ls::run(&global, args),
+        Command::Status(args) => status::run(&global, args),
     }
 }
 

@@ -15,6 +15,7 @@ use sanshim_initiator::portal::Portal;
 use sanshim_initiator::transport::{self, LoginPolicy, SessionError, SessionHandle};
 use sanshim_initiator::url::{IscsiUrl, UrlError};
 use sanshim_initiator::wire::Isid;
+use sanshim_mpath::{Multipath, NoPathRetry, Policy};
 use tracing::{info, warn};
 
 use crate::cli::{DigestChoice, Global};
@@ -252,6 +253,69 @@ impl DiskArgs {
     }
 }
 
+/// Multipath settings (`bench`, `export`).
+#[derive(Args, Debug)]
+pub struct PathArgs {
+    /// How requests are spread over the paths: `service-time` (default: the path that would
+    /// finish first, by bytes in flight and measured throughput), `round-robin`, or
+    /// `queue-length` (fewest requests in flight).
+    #[arg(long, value_enum, default_value_t = PolicyArg::ServiceTime)]
+    pub policy: PolicyArg,
+    /// With `--policy round-robin`: requests sent down a path before the next takes over.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub rr_min_io: u32,
+    /// When no path works: wait SECS for one, then fail requests (default 60); `queue` waits
+    /// forever, `fail` fails at once.
+    #[arg(long, value_name = "SECS|queue|fail", value_parser = parse_no_path_retry)]
+    pub no_path_retry: Option<NoPathRetry>,
+}
+
+/// `--policy` values.
+#[derive(Clone, Copy, Debug, Eq, PartialEq, clap::ValueEnum)]
+pub enum PolicyArg {
+    /// Each path in turn.
+    RoundRobin,
+    /// The path with the fewest requests in flight.
+    QueueLength,
+    /// The path with the lowest expected service time.
+    ServiceTime,
+}
+
+impl PathArgs {
+    /// The multipath configuration these arguments ask for; `replacement` (the session
+    /// option `--replacement-timeout`) serves as no-path-retry when that is not given.
+    pub fn config(&self, replacement: Option<Duration>) -> sanshim_mpath::Config {
+        let policy = match self.policy {
+            PolicyArg::RoundRobin => Policy::RoundRobin {
+                min_io: self.rr_min_io,
+            },
+            PolicyArg::QueueLength => Policy::QueueLength,
+            PolicyArg::ServiceTime => Policy::ServiceTime,
+        };
+        let default = sanshim_mpath::Config::default();
+        sanshim_mpath::Config {
+            policy,
+            no_path_retry: self
+                .no_path_retry
+                .or(replacement.map(NoPathRetry::For))
+                .unwrap_or(default.no_path_retry),
+            ..default
+        }
+    }
+}
+
+fn parse_no_path_retry(s: &str) -> Result<NoPathRetry, String> {
+    match s {
+        "queue" => Ok(NoPathRetry::Queue),
+        "fail" => Ok(NoPathRetry::Fail),
+        secs => parse_secs(secs).map(|d| match d.is_zero() {
+            true => NoPathRetry::Fail,
+            false => NoPathRetry::For(d),
+        }),
+    }
+}
+
 /// Parses a number of seconds (fractions allowed, at most a day) for a clap argument.
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
@@ -285,83 +349,78 @@ fn digest(choice: DigestChoice) -> DigestPref {
 }
 
 impl Context<'_> {
-    /// Opens every URL as a path to one LU, checks that each reports the first one's identity
-    /// (INQUIRY VPD 0x83) and keeps the first; the others are logged out again until
-    /// multipath drives them. `shown` are the URLs as the user gave them (for messages) and
-    /// `purpose` names what is refused on a mismatch ("export", "benchmark").
+    /// Opens every URL as a path to one LU and groups them into one multipath device, after
+    /// checking that they report the same identity (INQUIRY VPD 0x83) and shape. A path whose
+    /// portal does not answer is left out with a warning as long as one path works; a login
+    /// the target refuses is an error. `shown` are the URLs as the user gave them (for
+    /// messages) and `purpose` names what is refused on a mismatch ("export", "benchmark").
     ///
     /// # Errors
-    /// The first path's [`Failure`], or exit 1 naming both paths and identities when they
-    /// differ.
+    /// A [`Failure`]: every path unreachable (3), a refused login (4), a LU that is no usable
+    /// disk (5), or paths to different LUs (1, naming both paths and identities).
     pub async fn open_paths(
         &self,
         shown: &[String],
         urls: &[IscsiUrl],
         options: &DiskOptions,
+        config: sanshim_mpath::Config,
         purpose: &str,
-    ) -> Result<ScsiDisk, Failure> {
-        let mut first: Option<(ScsiDisk, Option<String>)> = None;
-        for (path, url) in urls.iter().enumerate() {
-            let disk = match self.open_disk(url, path as u32, *options).await {
-                Ok(disk) => disk,
+    ) -> Result<Multipath, Failure> {
+        let options = DiskOptions {
+            fail_fast: true,
+            ..*options
+        };
+        let opened = futures_join(
+            urls.iter()
+                .enumerate()
+                .map(|(i, url)| async move { (i, self.open_disk(url, i as u32, options).await) }),
+        )
+        .await;
+        let mut paths = Vec::new();
+        let mut first_error = None;
+        for (i, result) in opened {
+            let name = shown.get(i).map(|s| redact(s)).unwrap_or_default();
+            match result {
+                Ok(disk) => {
+                    info!(path = i + 1, url = %name, identity = ?disk.report().identity().map(|d| d.render()), "path logged in");
+                    paths.push((name, disk));
+                }
+                Err(e) if e.code() == exit::UNREACHABLE && urls.len() > 1 => {
+                    warn!(path = i + 1, url = %name, error = %e.message(), "path unreachable; going on without it");
+                    first_error.get_or_insert(e);
+                }
                 Err(e) => {
-                    if let Some((disk, _)) = first {
-                        logout_quietly(disk).await;
-                    }
+                    close_all(paths).await;
                     return Err(e);
                 }
-            };
-            let identity = disk.report().identity().map(|d| d.render());
-            let Some((_, want)) = &first else {
-                let shown_url = shown.first().map(|s| redact(s)).unwrap_or_default();
-                info!(url = %shown_url, identity = identity.as_deref().unwrap_or("none"), "path 1 logged in");
-                first = Some((disk, identity));
-                continue;
-            };
-            let same = identity.is_some() && identity == *want;
-            let refused = (!same)
-                .then(|| mismatch(shown, path, want.as_deref(), identity.as_deref(), purpose));
-            logout_quietly(disk).await;
-            if let Some(error) = refused {
-                if let Some((disk, _)) = first {
-                    logout_quietly(disk).await;
-                }
-                return Err(Failure::new(exit::OTHER, error));
             }
-            info!(
-                path = path + 1,
-                "path verified: same LU; not driven until multipath lands"
+        }
+        if paths.is_empty() {
+            return Err(
+                first_error.unwrap_or_else(|| Failure::new(exit::USAGE, anyhow!("no URL given")))
             );
         }
-        first
-            .map(|(disk, _)| disk)
-            .ok_or_else(|| Failure::new(exit::USAGE, anyhow!("no URL given")))
+        let disks: Vec<(String, ScsiDisk)> = paths;
+        match Multipath::new(disks, config).await {
+            Ok(device) => Ok(device),
+            Err(e) => Err(Failure::new(
+                exit::OTHER,
+                anyhow!("{e}; refusing to {purpose}"),
+            )),
+        }
     }
 }
 
-/// Logs a disk out (SYNCHRONIZE CACHE first when writable); a failure is only logged.
-pub async fn logout_quietly(disk: ScsiDisk) {
-    if let Err(e) = disk.close().await {
-        warn!(error = %e, "logout failed");
+/// Logs every disk out; failures are only logged.
+async fn close_all(paths: Vec<(String, ScsiDisk)>) {
+    for (name, disk) in paths {
+        if let Err(e) = disk.close().await {
+            warn!(path = %name, error = %e, "logout failed");
+        }
     }
 }
 
-fn mismatch(
-    shown: &[String],
-    path: usize,
-    want: Option<&str>,
-    got: Option<&str>,
-    purpose: &str,
-) -> anyhow::Error {
-    let url = |i: usize| shown.get(i).map(|s| redact(s)).unwrap_or_default();
-    let none = "none (no VPD 0x83 designator)";
-    anyhow!(
-        "path {} ({}) reports LU identity {} but path 1 ({}) reports {}: not paths to one LU, \
-         refusing to {purpose}",
-        path + 1,
-        url(path),
-        got.unwrap_or(none),
-        url(0),
-        want.unwrap_or(none),
-    )
+/// Runs futures concurrently on this task and collects their outputs in order.
+async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
+    sanshim_blockdev::split::join_all(futures.collect()).await
 }

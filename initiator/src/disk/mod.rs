@@ -56,6 +56,9 @@ pub struct DiskOptions {
     pub read_only: bool,
     /// The LUN to open (default 0; tgt's disks start at 1).
     pub lun: u64,
+    /// Fail commands at once when the connection is lost or down, for a multipath layer to
+    /// re-drive them on another path (default: re-issue them on the next connection).
+    pub fail_fast: bool,
 }
 
 impl Default for DiskOptions {
@@ -68,6 +71,7 @@ impl Default for DiskOptions {
             command_timeout: Duration::from_secs(30),
             read_only: false,
             lun: 0,
+            fail_fast: false,
         }
     }
 }
@@ -82,6 +86,7 @@ impl DiskOptions {
             replacement_timeout: self.replacement_timeout,
             command_timeout: self.command_timeout,
             tmf_timeout: self.command_timeout.min(Duration::from_secs(10)),
+            fail_fast: self.fail_fast,
             ..SessionConfig::default()
         }
     }
@@ -141,6 +146,8 @@ pub struct ScsiDisk {
     use16: AtomicBool,
     /// WRITE SAME(16) works; cleared when the target lacks it.
     write_same: AtomicBool,
+    /// A command met UNIT ATTENTION, ASYMMETRIC ACCESS STATE CHANGED since the last look.
+    alua_changed: AtomicBool,
 }
 
 impl ScsiDisk {
@@ -185,6 +192,7 @@ impl ScsiDisk {
             options,
             use16: AtomicBool::new(true),
             write_same: AtomicBool::new(true),
+            alua_changed: AtomicBool::new(false),
         })
     }
 
@@ -201,6 +209,18 @@ impl ScsiDisk {
     /// The session the disk runs on, for inspection and task management beside its I/O.
     pub fn session(&self) -> &SessionHandle {
         &self.session
+    }
+
+    /// Whether a command met UNIT ATTENTION, ASYMMETRIC ACCESS STATE CHANGED (0x2A/0x06)
+    /// since the last call: the ALUA states of the target port groups must be read again.
+    pub fn take_alua_changed(&self) -> bool {
+        self.alua_changed
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The LUN the disk is.
+    pub fn lun(&self) -> Lun {
+        self.lun
     }
 
     /// How many times the session was re-established after losing its connection.

@@ -21,7 +21,19 @@ impl ScsiDisk {
     async fn exec(&self, command: Command) -> Result<Response, BlockError> {
         let op = command.cdb[0];
         let response = self.session.command(command).await.map_err(task_error)?;
+        self.note_attentions(&response);
         status(response, op)
+    }
+
+    /// Remembers an ALUA state change reported on the way (retried by the session) or as the
+    /// final status.
+    fn note_attentions(&self, response: &Response) {
+        let alua = |s: &crate::scsi::Sense| {
+            s.key == crate::scsi::SenseKey::UNIT_ATTENTION && (s.asc, s.ascq) == (0x2a, 0x06)
+        };
+        if response.unit_attentions.iter().any(alua) || response.sense.as_ref().is_some_and(alua) {
+            self.alua_changed.store(true, Ordering::Relaxed);
+        }
     }
 
     fn command(&self, cdb: Cdb, transfer: Transfer) -> Command {

@@ -76,6 +76,9 @@ impl Session {
             // An unsolicited window update; carries no new StatSN.
             return;
         }
+        if self.handle_pong(&n, now) {
+            return;
+        }
         if !self.keepalive.is_ping(n.itt) {
             return self.protocol_error("NOP-In answers a ping we did not send", now);
         }

@@ -32,6 +32,7 @@
 
 mod control;
 mod keepalive;
+mod ping;
 mod read;
 mod recovery;
 mod tasks;
@@ -50,6 +51,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 
 use self::keepalive::Keepalive;
+use self::ping::Pings;
 pub use self::read::{DataInRejected, Landing};
 use self::tasks::{Task, TaskTable};
 use self::text::TextTable;
@@ -115,6 +117,7 @@ pub struct Session {
     texts: TextTable,
     tmfs: HashMap<u32, Tmf>,
     keepalive: Keepalive,
+    pings: Pings,
     transmit: VecDeque<Pdu>,
     completions: VecDeque<(TaskId, Result<Outcome, TaskError>)>,
     events: VecDeque<Event>,
@@ -151,6 +154,7 @@ impl Session {
             texts: TextTable::default(),
             tmfs: HashMap::new(),
             keepalive: Keepalive::new(now),
+            pings: Pings::default(),
             transmit: VecDeque::new(),
             completions: VecDeque::new(),
             events: VecDeque::new(),
@@ -169,8 +173,8 @@ impl Session {
             return Err(SubmitError::TooLarge(len));
         }
         let id = self.admit()?;
-        if self.is_expired() {
-            self.fail(id, TaskError::ReplacementTimeout);
+        if let Some(error) = self.refusal() {
+            self.fail(id, error);
             return Ok(id);
         }
         self.tasks.pending.push_back(Task::new(id, command, now));
@@ -250,6 +254,14 @@ impl Session {
             });
         }
         self.handle_timeout(now);
+    }
+
+    /// The owner gives the connection up (`why` is logged and reported): as a lost
+    /// connection, then a new login.
+    pub fn drop_connection(&mut self, why: &'static str, now: Instant) {
+        if self.is_connected() {
+            self.fail_connection(ConnectionFailure::Dropped(why), Duration::ZERO, now);
+        }
     }
 
     /// The connection broke (closed, socket error, undecodable bytes).
@@ -340,6 +352,7 @@ impl Session {
                 self.tmf_timeouts(now);
                 self.command_timeouts(now);
                 self.text_timeouts(now);
+                self.ping_timeouts(now);
                 self.window_timeouts(now);
             }
         }
@@ -426,8 +439,16 @@ impl Session {
         Ok(id)
     }
 
-    fn is_expired(&self) -> bool {
-        matches!(self.state, State::Disconnected { expired: true, .. })
+    /// Why a new request fails at once: no working session for the replacement timeout, or
+    /// no connection on a fail-fast session.
+    fn refusal(&self) -> Option<TaskError> {
+        match self.state {
+            State::Disconnected { expired: true, .. } => Some(TaskError::ReplacementTimeout),
+            State::Disconnected { .. } if self.config.fail_fast => {
+                Some(TaskError::ConnectionLost { in_flight: false })
+            }
+            _ => None,
+        }
     }
 
     fn fail(&mut self, id: TaskId, error: TaskError) {
@@ -472,12 +493,14 @@ impl Session {
             .chain(tmfs)
             .chain(self.keepalive.next_timeout(&self.config))
             .chain(self.texts.deadline())
+            .chain(self.pings.deadline())
             .chain(self.window_deadline())
             .min()
     }
 
     fn allocate_itt(&mut self) -> u32 {
-        let (tmfs, keepalive, texts) = (&self.tmfs, &self.keepalive, &self.texts);
+        let (tmfs, keepalive, texts, pings) =
+            (&self.tmfs, &self.keepalive, &self.texts, &self.pings);
         let logout = match self.state {
             State::LoggingOut { itt, .. } => Some(itt),
             _ => None,
@@ -486,6 +509,7 @@ impl Session {
             tmfs.contains_key(&itt)
                 || keepalive.is_ping(itt)
                 || texts.uses_itt(itt)
+                || pings.uses_itt(itt)
                 || logout == Some(itt)
         })
     }

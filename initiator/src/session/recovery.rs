@@ -26,7 +26,18 @@ impl Session {
             _ => {}
         }
         for task in self.tasks.drain_in_flight() {
-            self.reissue(task, Pace::Now, now);
+            match self.config.fail_fast {
+                true => self.fail(task.id, TaskError::ConnectionLost { in_flight: true }),
+                false => self.reissue(task, Pace::Now, now),
+            }
+        }
+        if self.config.fail_fast {
+            for task in self.tasks.drain_waiting() {
+                self.fail(task.id, TaskError::ConnectionLost { in_flight: false });
+            }
+        }
+        for id in self.pings.drain() {
+            self.fail(id, TaskError::ConnectionLost { in_flight: true });
         }
         self.texts.connection_lost();
         let owners: Vec<_> = self.tmfs.drain().filter_map(|(_, t)| t.owner()).collect();

@@ -138,8 +138,8 @@ impl Session {
             return Err(SubmitError::TooLarge(text.len()));
         }
         let id = self.admit()?;
-        if self.is_expired() {
-            self.fail(id, TaskError::ReplacementTimeout);
+        if let Some(error) = self.refusal() {
+            self.fail(id, error);
             return Ok(id);
         }
         self.texts.waiting.push_back(Waiting {

@@ -97,6 +97,8 @@ pub enum Outcome {
     Text(Vec<(String, String)>),
     /// A task management function's response.
     TaskManagement(TmResponse),
+    /// A NOP-Out ping was echoed, with this many bytes of data.
+    Pong(usize),
 }
 
 /// How a command ended at the target (RFC 7143 §11.4).
@@ -141,6 +143,15 @@ pub enum TaskError {
     /// The session refused the request (too large, or an unknown task to abort).
     #[error("request refused: {0}")]
     Refused(SubmitError),
+    /// The connection was lost (or there was none) and the session fails fast instead of
+    /// re-issuing (a multipath path, [`SessionConfig::fail_fast`]). `in_flight`: the command
+    /// had been sent and not answered, so the target may still carry it out; otherwise it
+    /// never reached the target.
+    #[error("the connection to the target is lost{}", if *in_flight { " with the command in flight" } else { "" })]
+    ConnectionLost {
+        /// The command may still be carried out by the target.
+        in_flight: bool,
+    },
     /// A task management request needs a connection, and none is up.
     #[error("no connection to the target to send the request on")]
     NotConnected,
@@ -203,6 +214,10 @@ pub enum ConnectionFailure {
     /// A new login failed.
     #[error("login failed")]
     Login,
+    /// The owner gave the connection up (a multipath path judged dead by its lack of
+    /// progress while other paths made progress).
+    #[error("dropped by its owner: {0}")]
+    Dropped(&'static str),
     /// A Text Request went unanswered, or the target's parameter renegotiation could not be
     /// honoured on this connection.
     #[error("text exchange or renegotiation failed: {0}")]
@@ -245,6 +260,11 @@ pub struct SessionConfig {
     pub max_reissues: u32,
     /// How long a close waits for running commands before logging out regardless.
     pub close_timeout: Duration,
+    /// Fail commands at once when the connection is lost or down (with
+    /// [`TaskError::ConnectionLost`]) instead of re-issuing them on the next connection: for
+    /// a path of a multipath device, which re-drives them on another path. The session still
+    /// logs in again on its own.
+    pub fail_fast: bool,
 }
 
 impl Default for SessionConfig {
@@ -258,6 +278,7 @@ impl Default for SessionConfig {
             tmf_timeout: Duration::from_secs(10),
             max_reissues: 8,
             close_timeout: Duration::from_secs(30),
+            fail_fast: false,
         }
     }
 }

@@ -60,6 +60,19 @@ pub enum RecvError {
     Io(#[from] io::Error),
 }
 
+/// Connects to `addr`, with the maximum segment size clamped first when `mss` is given.
+async fn open(addr: SocketAddr, mss: Option<u32>) -> io::Result<TcpStream> {
+    let Some(mss) = mss else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket2::SockRef::from(&socket).set_tcp_mss(mss)?;
+    socket.connect(addr).await
+}
+
 /// A TCP connection to a portal with its framing state.
 #[derive(Debug)]
 pub struct Connection {
@@ -76,6 +89,20 @@ impl Connection {
     /// # Errors
     /// [`ConnectError`] when no address answers.
     pub async fn connect(host: &str, port: u16, timeout: Duration) -> Result<Self, ConnectError> {
+        Connection::connect_with(host, port, timeout, None).await
+    }
+
+    /// As [`Connection::connect`], with the TCP maximum segment size clamped to `mss` (set
+    /// before the handshake, so that it bounds the segments both ways) when given.
+    ///
+    /// # Errors
+    /// [`ConnectError`] when no address answers.
+    pub async fn connect_with(
+        host: &str,
+        port: u16,
+        timeout: Duration,
+        mss: Option<u32>,
+    ) -> Result<Self, ConnectError> {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
             .await
             .map_err(|source| ConnectError::Resolve {
@@ -88,7 +115,7 @@ impl Connection {
             source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
         };
         for addr in addrs {
-            match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            match tokio::time::timeout(timeout, open(addr, mss)).await {
                 Ok(Ok(stream)) => {
                     if let Err(e) = super::socket::configure(&stream, DEFAULT_USER_TIMEOUT) {
                         tracing::warn!(%addr, error = %e, "cannot set TCP keep-alive options");

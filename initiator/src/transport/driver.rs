@@ -111,6 +111,10 @@ impl Driver {
             waiter.send(Err(TaskError::SessionClosed));
         }
         self.shared.connected.store(false, Ordering::Relaxed);
+        self.shared.health.send_modify(|h| {
+            h.connected = false;
+            h.changes += 1;
+        });
         debug!(portal = %self.shared.portal, "session driver finished");
     }
 
@@ -137,6 +141,11 @@ impl Driver {
                     self.login = None;
                     self.reconnect_at = Some(Instant::now() + delay);
                     self.shared.connected.store(false, Ordering::Relaxed);
+                    self.shared.health.send_modify(|h| {
+                        h.connected = false;
+                        h.changes += 1;
+                        h.lost = Some(reason);
+                    });
                 }
                 Event::LoggedOut => {
                     self.link = None;
@@ -197,8 +206,14 @@ impl Driver {
             }
             Wake::Readable(Ok(())) => {
                 if let Some(link) = self.link.as_mut() {
-                    if let Err(reason) = link.read_ready(&mut self.session, now) {
-                        self.session.handle_connection_lost(reason, now);
+                    match link.read_ready(&mut self.session, now) {
+                        Ok(0) => {}
+                        Ok(_) => {
+                            let since = now.saturating_duration_since(self.shared.epoch);
+                            let ms = u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
+                            self.shared.last_rx.store(ms, Ordering::Relaxed);
+                        }
+                        Err(reason) => self.session.handle_connection_lost(reason, now),
                     }
                 }
             }
@@ -256,6 +271,20 @@ impl Driver {
             Some(Request::TaskManagement(tm, reply)) => {
                 (self.session.submit_task_management(tm, now), reply)
             }
+            Some(Request::Ping(len, timeout, reply)) => {
+                (self.session.submit_ping(len, timeout, now), reply)
+            }
+            Some(Request::Drop(why)) => {
+                warn!(portal = %self.shared.portal, reason = why, "dropping the connection");
+                return self.session.drop_connection(why, now);
+            }
+            Some(Request::MaxSegment(mss)) => {
+                info!(portal = %self.shared.portal, ?mss, "TCP maximum segment size changed");
+                self.relogin.policy.max_segment = mss;
+                return self
+                    .session
+                    .drop_connection("maximum segment size changed", now);
+            }
             Some(Request::Close(closer)) => {
                 self.closers.push(closer);
                 return self.session.close(now);
@@ -284,6 +313,12 @@ impl Driver {
                 info!(portal = %logged.portal, target = %self.shared.target, "session re-established");
                 self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
                 self.shared.connected.store(true, Ordering::Relaxed);
+                let mss = self.relogin.policy.max_segment;
+                self.shared.health.send_modify(|h| {
+                    h.connected = true;
+                    h.changes += 1;
+                    h.max_segment = mss;
+                });
                 self.link = Some(up(logged.connection, &self.relogin, &self.shared));
                 self.session.handle_connected(&start, now);
             }

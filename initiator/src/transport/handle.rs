@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::driver::{self, Relogin};
 use super::link::Counters;
@@ -23,8 +23,8 @@ use super::socket;
 use crate::login::{Established, LoginConfig};
 use crate::portal::Portal;
 use crate::session::{
-    Command, Outcome, Response, Session, SessionConfig, SessionStart, SubmitError, TaskError,
-    TaskManagement,
+    Command, ConnectionFailure, Outcome, Response, Session, SessionConfig, SessionStart,
+    SubmitError, TaskError, TaskManagement,
 };
 use crate::wire::TmResponse;
 
@@ -40,6 +40,13 @@ pub(crate) enum Request {
     Text(Vec<(String, String)>, Reply),
     /// Run a task management function.
     TaskManagement(TaskManagement, Reply),
+    /// Send a NOP-Out ping of this many bytes, answered within this time.
+    Ping(usize, Duration, Reply),
+    /// Give the connection up (the session logs in again).
+    Drop(&'static str),
+    /// Clamp the TCP maximum segment size of the session's next connections (or stop
+    /// clamping), then log in again.
+    MaxSegment(Option<u32>),
     /// Log out and stop.
     Close(oneshot::Sender<()>),
 }
@@ -55,6 +62,24 @@ pub(crate) struct Shared {
     pub close_wait: Duration,
     pub replies: Arc<ReplyPool>,
     pub counters: Arc<Counters>,
+    /// When the session started: the origin of `last_rx`.
+    pub epoch: Instant,
+    /// Milliseconds after `epoch` when bytes last arrived.
+    pub last_rx: AtomicU64,
+    pub health: watch::Sender<Health>,
+}
+
+/// Whether a session's connection is up, published on every change.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct Health {
+    /// A connection carries the session.
+    pub connected: bool,
+    /// Changes so far (each connect and each loss counts one).
+    pub changes: u64,
+    /// Why the last connection ended, when it did.
+    pub lost: Option<ConnectionFailure>,
+    /// The TCP maximum segment size the current connection was made with, if clamped.
+    pub max_segment: Option<u32>,
 }
 
 /// What a session's connections moved so far.
@@ -109,6 +134,14 @@ pub async fn open(
         close_wait: session.close_timeout + session.tmf_timeout + Duration::from_secs(2),
         replies: Arc::new(ReplyPool::default()),
         counters: Arc::new(Counters::default()),
+        epoch: now,
+        last_rx: AtomicU64::new(0),
+        health: watch::Sender::new(Health {
+            connected: true,
+            changes: 1,
+            lost: None,
+            max_segment: policy.max_segment,
+        }),
     });
     // Re-logins reinstate the session: same ISID, TSIH 0 (RFC 7143 §6.3.5), and wait for
     // a busy target less than a first login does (the replacement timeout bounds them).
@@ -193,6 +226,47 @@ impl SessionHandle {
             Outcome::TaskManagement(r) => Ok(r),
             _ => Err(TaskError::Text("unexpected outcome for task management")),
         }
+    }
+
+    /// Sends a NOP-Out ping carrying `len` bytes and waits for its echo, at most `timeout`;
+    /// returns how long the round trip took.
+    ///
+    /// # Errors
+    /// [`TaskError::Timeout`] when no echo came, [`TaskError::Refused`] for a `len` above
+    /// the target's MaxRecvDataSegmentLength, [`TaskError::ConnectionLost`] without a
+    /// connection, or an echo of another length as [`TaskError::Text`].
+    pub async fn ping(&self, len: usize, timeout: Duration) -> Result<Duration, TaskError> {
+        let started = Instant::now();
+        let (reply, waiting) = self.shared.replies.pair();
+        self.send(Request::Ping(len, timeout, reply)).await?;
+        match waiting.await? {
+            Outcome::Pong(n) if n == len => Ok(started.elapsed()),
+            Outcome::Pong(_) => Err(TaskError::Text("the target echoed another length")),
+            _ => Err(TaskError::Text("unexpected outcome for a ping")),
+        }
+    }
+
+    /// Gives the connection up (`why` is logged): commands in flight end as after a lost
+    /// connection, and the session logs in again.
+    pub async fn drop_connection(&self, why: &'static str) {
+        let _ = self.send(Request::Drop(why)).await;
+    }
+
+    /// Clamps the TCP maximum segment size of the session's connections to `mss` (`None`:
+    /// no clamp) and logs in again with it.
+    pub async fn set_max_segment(&self, mss: Option<u32>) {
+        let _ = self.send(Request::MaxSegment(mss)).await;
+    }
+
+    /// The connection's state, and a way to wait for its next change.
+    pub fn health(&self) -> watch::Receiver<Health> {
+        self.shared.health.subscribe()
+    }
+
+    /// How long since bytes last arrived from the target.
+    pub fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.shared.last_rx.load(Ordering::Relaxed));
+        self.shared.epoch.elapsed().saturating_sub(last)
     }
 
     /// Logs the session out: waiting commands fail, running ones finish (within the

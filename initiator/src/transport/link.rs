@@ -150,7 +150,7 @@ impl Link {
         &mut self,
         session: &mut Session,
         now: Instant,
-    ) -> Result<(), ConnectionFailure> {
+    ) -> Result<usize, ConnectionFailure> {
         let mut read = 0;
         while read < READ_BUDGET {
             match self.step(session, now)? {
@@ -164,7 +164,7 @@ impl Link {
         if read > 0 {
             session.handle_progress(now);
         }
-        Ok(())
+        Ok(read)
     }
 
     /// Reads once into whatever the inbound state wants; `None` when the socket has nothing.

@@ -25,6 +25,9 @@ pub struct LoginPolicy {
     pub initial_backoff: Duration,
     /// Longest delay between busy retries.
     pub max_backoff: Duration,
+    /// Clamp the TCP maximum segment size (`TCP_MAXSEG`) of the connection: for a path with
+    /// a jumbo-frame black hole.
+    pub max_segment: Option<u32>,
 }
 
 impl Default for LoginPolicy {
@@ -36,6 +39,7 @@ impl Default for LoginPolicy {
             busy_retries: 8,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(8),
+            max_segment: None,
         }
     }
 }
@@ -119,12 +123,16 @@ pub async fn login(
     let (mut redirects, mut retries) = (0, 0);
     let mut backoff = policy.initial_backoff;
     loop {
-        let mut connection = Connection::connect(&portal.host, portal.port, policy.connect_timeout)
-            .await
-            .map_err(|source| SessionError::Unreachable {
-                portal: portal.clone(),
-                source,
-            })?;
+        let connect = Connection::connect_with(
+            &portal.host,
+            portal.port,
+            policy.connect_timeout,
+            policy.max_segment,
+        );
+        let mut connection = connect.await.map_err(|source| SessionError::Unreachable {
+            portal: portal.clone(),
+            source,
+        })?;
         debug!(%portal, %target, "connected; logging in");
         let error = match exchange(&mut connection, config.clone(), policy).await {
             Ok(established) => {

@@ -16,6 +16,6 @@ mod reply;
 mod socket;
 
 pub use connection::{ConnectError, Connection, RecvError};
-pub use handle::{PendingCommand, SessionHandle, Stats, open};
+pub use handle::{Health, PendingCommand, SessionHandle, Stats, open};
 pub use login::{LoggedIn, LoginPolicy, SessionError, login};
 pub use socket::{DEFAULT_USER_TIMEOUT, user_timeout};

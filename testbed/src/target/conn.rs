@@ -51,6 +51,8 @@ enum Phase {
 /// The state of one connection (one session: MaxConnections=1).
 pub(crate) struct Connection {
     pub(super) shared: Arc<Shared>,
+    /// This connection's id among the target's.
+    pub(super) id: u64,
     phase: Phase,
     login: LoginMachine,
     login_seen: bool,
@@ -82,8 +84,17 @@ impl Connection {
     pub(crate) fn new(shared: Arc<Shared>, now: Instant) -> Connection {
         let stat_sn = shared.config.initial_stat_sn;
         let shared_window = shared.window();
+        let id = shared
+            .next_conn
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id);
         Connection {
             shared,
+            id,
             phase: Phase::Login,
             login: LoginMachine::default(),
             login_seen: false,
@@ -161,11 +172,13 @@ impl Connection {
         }
     }
 
-    /// Runs what is due at `now`: rules taken while idle, target pings, window updates.
+    /// Runs what is due at `now`: rules taken while idle, target pings, window updates,
+    /// deferred writes.
     pub(crate) fn handle_tick(&mut self, now: Instant) {
         if self.phase != Phase::FullFeature || self.silent || self.params.discovery {
             return;
         }
+        self.run_deferred(now);
         self.take_connection_rules();
         if self.close_after == Some(0) {
             self.close();
@@ -315,6 +328,7 @@ impl Connection {
             TmFunction::LOGICAL_UNIT_RESET if matches!(tmf.lun.number(), Some(0 | 1)) => {
                 self.held.retain(|_, lun| *lun != tmf.lun);
                 self.writes.retain(|_, w| w.lun != tmf.lun);
+                self.cancel_deferred(tmf.lun);
                 TmResponse::FUNCTION_COMPLETE
             }
             TmFunction::LOGICAL_UNIT_RESET => TmResponse::LUN_DOES_NOT_EXIST,
@@ -505,5 +519,15 @@ impl Connection {
     fn close(&mut self) {
         self.phase = Phase::Closed;
         self.out.push_back(Transmit::Close);
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.id);
     }
 }

@@ -42,6 +42,10 @@ pub struct Counters {
     pub async_messages: u64,
     /// Scripted rules fired (each firing of a counted rule counts once).
     pub faults_fired: u64,
+    /// Deferred writes ([`crate::Rule::Defer`]) carried out after their connection was gone.
+    pub ghost_writes: u64,
+    /// Deferred writes a LOGICAL UNIT RESET cancelled before they were carried out.
+    pub deferred_cancelled: u64,
     /// Bytes returned by READ commands, by LUN.
     pub bytes_read: BTreeMap<u64, u64>,
     /// Bytes stored by WRITE and WRITE SAME commands, by LUN.

@@ -69,6 +69,11 @@ pub(crate) struct Shared {
     window: AtomicU32,
     next_tsih: AtomicU32,
     stopping: AtomicBool,
+    /// Writes waiting to be carried out ([`Rule::Defer`]).
+    deferred: Mutex<Vec<task::Deferred>>,
+    /// Connection ids, and which connections are alive.
+    next_conn: std::sync::atomic::AtomicU64,
+    live: Mutex<std::collections::HashSet<u64>>,
 }
 
 impl Shared {
@@ -133,6 +138,9 @@ impl FakeTarget {
             counters: Mutex::default(),
             next_tsih: AtomicU32::new(1),
             stopping: AtomicBool::new(false),
+            deferred: Mutex::default(),
+            next_conn: std::sync::atomic::AtomicU64::new(1),
+            live: Mutex::default(),
         });
         let streams = Arc::new(Streams::default());
         let (conn_shared, conn_streams) = (shared.clone(), streams.clone());

@@ -61,6 +61,20 @@ pub enum Rule {
         /// How many commands to hold.
         count: u32,
     },
+    /// Accept the next `count` SCSI commands with this (write) operation code and carry them
+    /// out only `delay` later — even when their connection is gone by then, as targets that
+    /// keep a dropped connection's tasks alive do (a "ghost write") — unless a LOGICAL UNIT
+    /// RESET of their LUN comes first, from any connection. A command is answered when it is
+    /// carried out, if its connection still exists; a live connection's periodic tick carries
+    /// out the commands whose connection is gone.
+    Defer {
+        /// SCSI operation code to match (WRITE(10) 0x2a, WRITE(16) 0x8a).
+        opcode: u8,
+        /// How many commands to defer.
+        count: u32,
+        /// How long after their data arrived they are carried out.
+        delay: std::time::Duration,
+    },
     /// Send an Asynchronous Message (RFC 7143 §11.9) at the next opportunity, on one
     /// connection: event 0 SCSI event (with `sense`, LUN 1), 1 logout request (parameter3 =
     /// seconds to log out within), 2 connection drop (parameter1 CID, parameter2
@@ -153,6 +167,7 @@ impl Rule {
         match self {
             Rule::Answer { count, .. }
             | Rule::Hold { count, .. }
+            | Rule::Defer { count, .. }
             | Rule::FailLogin { count, .. } => *count,
             _ => 1,
         }
@@ -220,6 +235,13 @@ impl Script {
     pub(crate) fn take_hold(&mut self, op: u8) -> bool {
         self.take(|r| matches!(r, Rule::Hold { opcode, .. } if *opcode == op).then_some(()))
             .is_some()
+    }
+
+    pub(crate) fn take_defer(&mut self, op: u8) -> Option<std::time::Duration> {
+        self.take(|r| match r {
+            Rule::Defer { opcode, delay, .. } if *opcode == op => Some(*delay),
+            _ => None,
+        })
     }
 
     pub(crate) fn take_reject(&mut self, op: Opcode) -> Option<RejectReason> {

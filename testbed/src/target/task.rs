@@ -4,6 +4,9 @@
 //! data from immediate data, unsolicited Data-Out (up to FirstBurstLength) and R2T-solicited
 //! Data-Out, one R2T of at most MaxBurstLength at a time (MaxOutstandingR2T=1).
 
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
 use sanshim_initiator::wire::{
     Bytes, DataIn, DataOut, Lun, Pdu, R2t, RESERVED_TAG, ScsiCommand, ScsiResponse, ScsiStatus,
 };
@@ -12,10 +15,19 @@ use super::conn::Connection;
 use super::pages;
 use super::scsi::{Device, Outcome, Plan, WriteOp};
 
+/// A write whose execution a [`crate::Rule::Defer`] put off.
+#[derive(Debug)]
+pub(crate) struct Deferred {
+    due: Instant,
+    conn: u64,
+    task: WriteTask,
+}
+
 /// A write command collecting its Data-Out.
 #[derive(Debug)]
 pub(crate) struct WriteTask {
     pub(crate) lun: Lun,
+    opcode: u8,
     itt: u32,
     edtl: u32,
     op: WriteOp,
@@ -172,6 +184,7 @@ impl Connection {
         let edtl = usize::try_from(cmd.expected_data_transfer_length).unwrap_or(usize::MAX);
         let mut task = WriteTask {
             lun: cmd.lun,
+            opcode: cmd.cdb[0],
             itt: cmd.itt,
             edtl: cmd.expected_data_transfer_length,
             op,
@@ -246,6 +259,55 @@ impl Connection {
     }
 
     fn finish_write(&mut self, task: WriteTask) {
+        if let Some(delay) = self.shared.script(|s| s.take_defer(task.opcode)) {
+            let deferred = Deferred {
+                due: Instant::now() + delay,
+                conn: self.id,
+                task,
+            };
+            return lock(&self.shared.deferred).push(deferred);
+        }
+        self.carry_out(task);
+    }
+
+    /// Carries out the deferred writes that are due: this connection's own (answered), and
+    /// those whose connection is gone (ghost writes, unanswered).
+    pub(super) fn run_deferred(&mut self, now: Instant) {
+        let live = lock(&self.shared.live).clone();
+        let due: Vec<Deferred> = {
+            let mut all = lock(&self.shared.deferred);
+            let (due, rest) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|d| now >= d.due && (d.conn == self.id || !live.contains(&d.conn)));
+            *all = rest;
+            due
+        };
+        for d in due {
+            if d.conn == self.id {
+                self.carry_out(d.task);
+            } else {
+                let outcome = self.device().finish(d.task.op, &d.task.buf);
+                let lun = d.task.lun.number().unwrap_or(u64::MAX);
+                self.shared.count(|c| {
+                    *c.bytes_written.entry(lun).or_default() += outcome.written;
+                    c.ghost_writes += 1;
+                });
+            }
+        }
+    }
+
+    /// A LOGICAL UNIT RESET cancels the deferred writes of its LUN.
+    pub(super) fn cancel_deferred(&mut self, lun: Lun) {
+        let mut all = lock(&self.shared.deferred);
+        let before = all.len();
+        all.retain(|d| d.task.lun != lun);
+        let cancelled = (before - all.len()) as u64;
+        drop(all);
+        self.shared.count(|c| c.deferred_cancelled += cancelled);
+    }
+
+    /// Executes a write and answers it.
+    fn carry_out(&mut self, task: WriteTask) {
         let outcome = self.device().finish(task.op, &task.buf);
         let lun = task.lun.number().unwrap_or(u64::MAX);
         self.shared
@@ -272,4 +334,8 @@ impl WriteTask {
             dst.copy_from_slice(src);
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
