@@ -35,7 +35,7 @@ use crate::exit::{self, Failure};
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     /// `iscsi://[USER[%SECRET]@]HOST[:PORT]/TARGET-IQN/LUN`; several URLs are paths to the same
-    /// LU (checked by identity; until multipath support lands only the first one is driven).
+    /// LU (checked by identity), driven together as one multipath device.
     #[arg(required = true, value_name = "URL")]
     pub urls: Vec<String>,
     /// Access pattern. Writes destroy the LUN's contents.
@@ -220,6 +220,8 @@ impl PathShare {
             "errors": s.errors,
             "failovers": s.failovers,
             "reconnects": s.reconnects,
+            "state_changes": s.state_changes,
+            "reason": s.reason,
         })
     }
 }

@@ -10,7 +10,7 @@ use tracing::{debug, error};
 
 use super::ScsiDisk;
 use crate::scsi::{Cdb, RetryPolicy, UnmapRange, is_reset, unmap_parameter_list};
-use crate::session::{Command, Response, TaskError, Transfer};
+use crate::session::{Command, Response, SubmitError, TaskError, Transfer};
 use crate::wire::ScsiStatus;
 
 /// Largest transfer per command when the target states no limit.
@@ -355,9 +355,67 @@ fn task_error(e: TaskError) -> BlockError {
             ErrorKind::PathFailure,
             "the target did not accept the command within the command timeout",
         ),
+        TaskError::Refused(SubmitError::Closing) => BlockError::new(
+            ErrorKind::PathDown,
+            "the iSCSI session is closing; the command was not sent",
+        ),
+        // A closed session fails its commands in flight too: the target may still run them.
+        TaskError::SessionClosed => {
+            BlockError::new(ErrorKind::PathFailure, "the iSCSI session is closed")
+        }
         TaskError::Refused(_) => {
             BlockError::new(ErrorKind::InvalidRequest, "the session refused the command")
         }
-        _ => BlockError::new(ErrorKind::PathFailure, "the iSCSI session is closed"),
+        TaskError::ConnectionLost { in_flight: true } => BlockError::new(
+            ErrorKind::PathFailure,
+            "the connection to the target was lost with the command in flight",
+        ),
+        TaskError::ConnectionLost { in_flight: false } | TaskError::NotConnected => {
+            BlockError::new(
+                ErrorKind::PathDown,
+                "no connection to the target; the command was not sent",
+            )
+        }
+        TaskError::Text(_) | TaskError::MalformedText(_) => BlockError::new(
+            ErrorKind::PathFailure,
+            "the target broke the iSCSI text exchange",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Multipath re-drives a write with no reset barrier only when the command never left:
+    /// anything that may still be at the target must come back as a path failure.
+    #[test]
+    fn lost_commands_are_told_apart_from_unsent_ones() {
+        let kind = |e| task_error(e).kind();
+        assert_eq!(
+            kind(TaskError::ConnectionLost { in_flight: true }),
+            ErrorKind::PathFailure
+        );
+        assert_eq!(kind(TaskError::SessionClosed), ErrorKind::PathFailure);
+        assert_eq!(kind(TaskError::Timeout), ErrorKind::PathFailure);
+        assert_eq!(
+            kind(TaskError::ConnectionLost { in_flight: false }),
+            ErrorKind::PathDown
+        );
+        assert_eq!(kind(TaskError::NotConnected), ErrorKind::PathDown);
+        assert_eq!(
+            kind(TaskError::Refused(SubmitError::Closing)),
+            ErrorKind::PathDown
+        );
+        assert_eq!(
+            kind(TaskError::Refused(SubmitError::TooLarge(1 << 33))),
+            ErrorKind::InvalidRequest
+        );
+        for e in [
+            TaskError::ConnectionLost { in_flight: true },
+            TaskError::ConnectionLost { in_flight: false },
+        ] {
+            assert!(task_error(e).is_path_failure());
+        }
     }
 }
