@@ -277,11 +277,16 @@ fn fake(config: TargetConfig) -> FakeTarget {
 }
 
 async fn open(target: &FakeTarget, options: DiskOptions) -> ScsiDisk {
+    open_as(target, options, 0).await
+}
+
+/// [`open`] as session `n`: sessions with different `n` are different I_T nexuses.
+async fn open_as(target: &FakeTarget, options: DiskOptions, n: u32) -> ScsiDisk {
     let portal = Portal {
         host: "127.0.0.1".into(),
         port: target.port(),
     };
-    let isid = Isid::random_qualifier(u32::from(target.port()));
+    let isid = Isid::random_qualifier(u32::from(target.port()) + (n << 16));
     let login = LoginConfig::normal("iqn.2026-12.test.sanshim:initiator", IQN, isid);
     let options = DiskOptions { lun: 1, ..options };
     ScsiDisk::open(portal, login, LoginPolicy::default(), options)
@@ -348,6 +353,59 @@ async fn a_flush_meeting_a_reset_fails() {
     assert_eq!(e.kind(), ErrorKind::TargetFailure, "{e}");
     assert!(e.context().contains("may be lost"), "{e}");
     disk.flush().await.unwrap();
+    disk.close().await.unwrap();
+}
+
+/// A LOGICAL UNIT RESET sent by our own side (multipath's ghost-write barrier, through
+/// another session) leaves a reset unit attention on this session's I_T nexus: a flush that
+/// meets it knows it is ours and goes out again, once; one that meets a reset nobody
+/// announced, or a power-on, still fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_meeting_our_own_reset_is_sent_again() {
+    use sanshim_initiator::session::TaskManagement;
+    use sanshim_initiator::wire::{TmFunction, TmResponse};
+    let target = fake(TargetConfig::default());
+    let disk = open(&target, DiskOptions::default()).await;
+    let other = open_as(&target, DiskOptions::default(), 7).await;
+    let reset = || async {
+        let tm = TaskManagement {
+            function: TmFunction::LOGICAL_UNIT_RESET,
+            lun: other.lun(),
+            task: None,
+        };
+        let answer = other.session().task_management(tm).await.unwrap();
+        assert_eq!(answer, TmResponse::FUNCTION_COMPLETE);
+    };
+    disk.write(0, Bytes::from(vec![1u8; 512]), false)
+        .await
+        .unwrap();
+
+    disk.expect_reset_attention(Duration::from_secs(60));
+    reset().await;
+    assert_eq!(target.counters().reset_attentions_set, 1);
+    disk.flush().await.unwrap();
+    assert_eq!(target.counters().reset_attentions_reported, 1);
+
+    // The expectation is used up: the next reset's attention is a failure again.
+    reset().await;
+    let e = disk.flush().await.unwrap_err();
+    assert!(e.context().contains("may be lost"), "{e}");
+
+    // An announced reset does not hide a power loss (29h/01h).
+    disk.expect_reset_attention(Duration::from_secs(60));
+    target.script(Rule::check_condition(
+        Some(SYNC16),
+        1,
+        SenseCode::new(
+            sanshim_initiator::scsi::SenseKey::UNIT_ATTENTION,
+            0x29,
+            0x01,
+        ),
+    ));
+    let e = disk.flush().await.unwrap_err();
+    assert!(e.context().contains("may be lost"), "{e}");
+    disk.flush().await.unwrap();
+    other.close().await.unwrap();
     disk.close().await.unwrap();
 }
 

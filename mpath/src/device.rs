@@ -18,7 +18,10 @@
 //! ([`ErrorKind::PathDown`]) and reads need none. The commands the reset aborts on the path
 //! that sent it are re-issued by that session; on a third path they time out and are
 //! re-issued (ABORT TASK finds them gone), so with more than two paths a write failover can
-//! cost the others a command timeout.
+//! cost the others a command timeout. The reset leaves a reset unit attention on every other
+//! I_T nexus; each path's disk is told beforehand
+//! ([`ScsiDisk::expect_reset_attention`]), so that a SYNCHRONIZE CACHE meeting it is sent
+//! again instead of reporting a possible loss of cached writes.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +40,9 @@ use crate::identity::{GroupError, identity};
 use crate::path::{Path, PathStats, State};
 use crate::selector::{Candidate, Policy};
 use crate::{Config, NoPathRetry, checker};
+
+/// How long after our own LOGICAL UNIT RESET its unit attention is taken for ours.
+const OWN_RESET_WINDOW: Duration = Duration::from_secs(60);
 
 /// Paths a device takes at most.
 pub const MAX_PATHS: usize = 16;
@@ -305,6 +311,11 @@ impl Inner {
             via = %via.name,
             "writes were in flight on a failed path: LOGICAL UNIT RESET before re-driving them"
         );
+        // The reset leaves a reset unit attention on every I_T nexus, the paths that are not
+        // in service included; each must know it is ours, not a power loss.
+        for p in self.paths.iter() {
+            p.disk.expect_reset_attention(OWN_RESET_WINDOW);
+        }
         match via.disk.session().task_management(tm).await {
             Ok(TmResponse::FUNCTION_COMPLETE) => {
                 *covered = now;
@@ -320,8 +331,9 @@ impl Inner {
     }
 
     /// The reset leaves a UNIT ATTENTION on every other I_T nexus; a TEST UNIT READY on each
-    /// active path takes it, so that a later SYNCHRONIZE CACHE does not take our own reset
-    /// for a power loss.
+    /// active path takes it early (a path coming back takes it with its own TEST UNIT READY;
+    /// a SYNCHRONIZE CACHE that meets it first knows it from
+    /// `ScsiDisk::expect_reset_attention`).
     fn absorb_reset_attention(&self, via: &Path) {
         for p in self
             .paths

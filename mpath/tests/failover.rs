@@ -237,6 +237,12 @@ async fn a_failed_over_write_cannot_land_late() {
     assert_eq!((c.ghost_writes, c.deferred_cancelled), (0, 1), "{c:?}");
     let got = device.read(100, BytesMut::zeroed(4096)).await.unwrap();
     assert_eq!(&got[..], &[0xbb; 4096][..], "the newer write stands");
+    // The reset left a reset unit attention on the other nexus; flushes on either path do
+    // not take it for a power loss.
+    assert!(c.reset_attentions_set >= 1, "{c:?}");
+    for _ in 0..4 {
+        device.flush().await.unwrap();
+    }
     Arc::into_inner(device).unwrap().close().await.unwrap();
 }
 

@@ -27,7 +27,8 @@
 mod ops;
 
 use std::sync::atomic::AtomicBool;
-use std::time::Duration;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use sanshim_blockdev::{Geometry, Limits};
 
@@ -148,6 +149,9 @@ pub struct ScsiDisk {
     write_same: AtomicBool,
     /// A command met UNIT ATTENTION, ASYMMETRIC ACCESS STATE CHANGED since the last look.
     alua_changed: AtomicBool,
+    /// Until when the reset unit attention of a LOGICAL UNIT RESET our own side sent is due
+    /// on this I_T nexus ([`ScsiDisk::expect_reset_attention`]).
+    own_reset: Mutex<Option<Instant>>,
 }
 
 impl ScsiDisk {
@@ -193,6 +197,7 @@ impl ScsiDisk {
             use16: AtomicBool::new(true),
             write_same: AtomicBool::new(true),
             alua_changed: AtomicBool::new(false),
+            own_reset: Mutex::new(None),
         })
     }
 
@@ -216,6 +221,26 @@ impl ScsiDisk {
     pub fn take_alua_changed(&self) -> bool {
         self.alua_changed
             .swap(false, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Says that a LOGICAL UNIT RESET is about to be sent to this LU by our own side (a
+    /// multipath write failover), so the reset unit attention (29h/00h or 29h/03h) it leaves
+    /// on this I_T nexus within `within` is ours: a SYNCHRONIZE CACHE meeting it is sent again
+    /// instead of failing as after a power loss. A logical unit reset aborts tasks; it does
+    /// not discard the write cache. The expectation is used up by the first such attention,
+    /// whichever command meets it.
+    pub fn expect_reset_attention(&self, within: Duration) {
+        *lock(&self.own_reset) = Some(Instant::now() + within);
+    }
+
+    /// Whether `sense` is the reset unit attention of our own LOGICAL UNIT RESET; uses up
+    /// the expectation.
+    pub(crate) fn take_own_reset(&self, sense: &crate::scsi::Sense) -> bool {
+        if !(crate::scsi::is_reset(sense) && matches!(sense.ascq, 0x00 | 0x03)) {
+            return false;
+        }
+        let mut due = lock(&self.own_reset);
+        due.take().is_some_and(|until| Instant::now() < until)
     }
 
     /// The LUN the disk is.
@@ -287,4 +312,9 @@ fn geometry(report: &LunReport, options: &DiskOptions) -> Result<Geometry, OpenE
         can_write_zeroes: true,
         limits,
     })
+}
+
+/// Locks `m`; a holder that panicked left nothing half-done behind (the value is one field).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

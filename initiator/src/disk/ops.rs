@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use sanshim_blockdev::{BlockDevice, BlockError, ErrorKind, Geometry};
-use tracing::{debug, error};
+use tracing::{debug, error, info};
 
 use super::ScsiDisk;
 use crate::scsi::{Cdb, RetryPolicy, UnmapRange, is_reset, unmap_parameter_list};
@@ -33,6 +33,10 @@ impl ScsiDisk {
         };
         if response.unit_attentions.iter().any(alua) || response.sense.as_ref().is_some_and(alua) {
             self.alua_changed.store(true, Ordering::Relaxed);
+        }
+        // Our own reset's attention, taken (and retried) by some other command first.
+        for ua in response.unit_attentions.iter().filter(|s| is_reset(s)) {
+            self.take_own_reset(ua);
         }
     }
 
@@ -110,11 +114,20 @@ impl ScsiDisk {
     }
 
     async fn sync(&self, cdb: Cdb) -> Result<(), BlockError> {
-        let command = self
-            .command(cdb, Transfer::None)
-            .with_retry(RetryPolicy::FLUSH);
-        let op = command.cdb[0];
-        let response = self.session.command(command).await.map_err(task_error)?;
+        let mut response = self.sync_once(cdb).await?;
+        if response
+            .sense
+            .as_ref()
+            .is_some_and(|s| self.take_own_reset(s))
+        {
+            info!(
+                portal = %self.session.portal(), target = %self.session.target(),
+                "SYNCHRONIZE CACHE met the unit attention of our own LOGICAL UNIT RESET; \
+                 sending it again"
+            );
+            response = self.sync_once(cdb).await?;
+        }
+        let op = cdb.as_bytes()[0];
         if response.sense.as_ref().is_some_and(is_reset) {
             error!(
                 portal = %self.session.portal(), target = %self.session.target(),
@@ -127,6 +140,15 @@ impl ScsiDisk {
             ));
         }
         status(response, op).map(drop)
+    }
+
+    async fn sync_once(&self, cdb: Cdb) -> Result<Response, BlockError> {
+        let command = self
+            .command(cdb, Transfer::None)
+            .with_retry(RetryPolicy::FLUSH);
+        let response = self.session.command(command).await.map_err(task_error)?;
+        self.note_attentions(&response);
+        Ok(response)
     }
 
     async fn write_same(&self, lba: u64, blocks: u64, unmap: bool) -> Result<(), BlockError> {

@@ -19,11 +19,11 @@ use sanshim_initiator::wire::{
     TaskMgmtRequest, TaskMgmtResponse, TextAssembler, TextSplitter, TmFunction, TmResponse,
 };
 
-use super::Shared;
 use super::login::{LoginMachine, LoginStep, Negotiated};
 use super::pages;
 use super::rules::Rule;
 use super::task::WriteTask;
+use super::{Shared, lock};
 
 /// What the driver must do next, in order.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -53,6 +53,8 @@ pub(crate) struct Connection {
     pub(super) shared: Arc<Shared>,
     /// This connection's id among the target's.
     pub(super) id: u64,
+    /// The session's ISID once a normal session logged in: its I_T nexus.
+    pub(super) nexus: Option<[u8; 6]>,
     phase: Phase,
     login: LoginMachine,
     login_seen: bool,
@@ -95,6 +97,7 @@ impl Connection {
         Connection {
             shared,
             id,
+            nexus: None,
             phase: Phase::Login,
             login: LoginMachine::default(),
             login_seen: false,
@@ -232,6 +235,10 @@ impl Connection {
                     max_recv_data_segment_length: shared.config.max_recv_data_segment_length,
                 };
                 self.phase = Phase::FullFeature;
+                if !params.discovery {
+                    self.nexus = Some(req.isid.0);
+                    lock(&self.shared.nexuses).insert(req.isid.0);
+                }
                 self.shared.count(|c| match params.discovery {
                     true => c.logins_discovery += 1,
                     false => c.logins_normal += 1,
@@ -329,6 +336,7 @@ impl Connection {
                 self.held.retain(|_, lun| *lun != tmf.lun);
                 self.writes.retain(|_, w| w.lun != tmf.lun);
                 self.cancel_deferred(tmf.lun);
+                self.shared.reset_from(self.nexus);
                 TmResponse::FUNCTION_COMPLETE
             }
             TmFunction::LOGICAL_UNIT_RESET => TmResponse::LUN_DOES_NOT_EXIST,

@@ -46,6 +46,10 @@ pub struct Counters {
     pub ghost_writes: u64,
     /// Deferred writes a LOGICAL UNIT RESET cancelled before they were carried out.
     pub deferred_cancelled: u64,
+    /// Reset unit attentions (29h/03h) a LOGICAL UNIT RESET left on other I_T nexuses.
+    pub reset_attentions_set: u64,
+    /// Of those, how many a command has met (and so reported).
+    pub reset_attentions_reported: u64,
     /// Bytes returned by READ commands, by LUN.
     pub bytes_read: BTreeMap<u64, u64>,
     /// Bytes stored by WRITE and WRITE SAME commands, by LUN.

@@ -74,6 +74,10 @@ pub(crate) struct Shared {
     /// Connection ids, and which connections are alive.
     next_conn: std::sync::atomic::AtomicU64,
     live: Mutex<std::collections::HashSet<u64>>,
+    /// The I_T nexuses (ISIDs of normal sessions) that logged in, and those a LOGICAL UNIT
+    /// RESET from another nexus left a reset unit attention on (SAM-5 §7.7).
+    nexuses: Mutex<std::collections::HashSet<[u8; 6]>>,
+    reset_attention: Mutex<std::collections::HashSet<[u8; 6]>>,
 }
 
 impl Shared {
@@ -97,6 +101,26 @@ impl Shared {
                 return t;
             }
         }
+    }
+
+    /// A LOGICAL UNIT RESET from `from`: every other nexus gets a reset unit attention.
+    fn reset_from(&self, from: Option<[u8; 6]>) {
+        let others: Vec<[u8; 6]> = lock(&self.nexuses)
+            .iter()
+            .filter(|n| Some(**n) != from)
+            .copied()
+            .collect();
+        self.count(|c| c.reset_attentions_set += others.len() as u64);
+        lock(&self.reset_attention).extend(others);
+    }
+
+    /// Takes the reset unit attention pending on `nexus`, if any.
+    fn take_reset_attention(&self, nexus: Option<[u8; 6]>) -> bool {
+        let taken = nexus.is_some_and(|n| lock(&self.reset_attention).remove(&n));
+        if taken {
+            self.count(|c| c.reset_attentions_reported += 1);
+        }
+        taken
     }
 
     fn is_stopping(&self) -> bool {
@@ -141,6 +165,8 @@ impl FakeTarget {
             deferred: Mutex::default(),
             next_conn: std::sync::atomic::AtomicU64::new(1),
             live: Mutex::default(),
+            nexuses: Mutex::default(),
+            reset_attention: Mutex::default(),
         });
         let streams = Arc::new(Streams::default());
         let (conn_shared, conn_streams) = (shared.clone(), streams.clone());
@@ -289,4 +315,8 @@ impl std::fmt::Debug for FakeTarget {
             .field("iqn", &self.iqn())
             .finish_non_exhaustive()
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }

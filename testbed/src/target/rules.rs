@@ -23,6 +23,9 @@ pub struct SenseCode {
 impl SenseCode {
     /// UNIT ATTENTION, POWER ON, RESET, OR BUS DEVICE RESET OCCURRED (0x29/0x00).
     pub const POWER_ON_RESET: SenseCode = SenseCode::new(SenseKey::UNIT_ATTENTION, 0x29, 0x00);
+    /// UNIT ATTENTION, BUS DEVICE RESET FUNCTION OCCURRED (0x29/0x03): what a LOGICAL UNIT
+    /// RESET leaves on the other I_T nexuses.
+    pub const LU_RESET: SenseCode = SenseCode::new(SenseKey::UNIT_ATTENTION, 0x29, 0x03);
     /// NOT READY, LOGICAL UNIT IS IN PROCESS OF BECOMING READY (0x04/0x01).
     pub const BECOMING_READY: SenseCode = SenseCode::new(SenseKey::NOT_READY, 0x04, 0x01);
     /// UNIT ATTENTION, REPORTED LUNS DATA HAS CHANGED (0x3f/0x0e).

@@ -13,6 +13,7 @@ use sanshim_initiator::wire::{
 
 use super::conn::Connection;
 use super::pages;
+use super::rules::SenseCode;
 use super::scsi::{Device, Outcome, Plan, WriteOp};
 
 /// A write whose execution a [`crate::Rule::Defer`] put off.
@@ -74,6 +75,12 @@ impl Connection {
     /// Runs a SCSI command whose CmdSN has been accepted.
     pub(super) fn handle_command(&mut self, cmd: ScsiCommand) {
         let op = cmd.cdb[0];
+        // INQUIRY, REPORT LUNS and REQUEST SENSE do not report a unit attention (SPC-5
+        // §5.14); everything else meets a pending reset attention first.
+        if !matches!(op, 0x12 | 0xa0 | 0x03) && self.shared.take_reset_attention(self.nexus) {
+            let outcome = Outcome::status(ScsiStatus::CHECK_CONDITION, Some(SenseCode::LU_RESET));
+            return self.respond(&cmd, outcome, Residual::of(0, 0));
+        }
         if self.shared.script(|s| s.take_hold(op)) {
             self.held.insert(cmd.itt, cmd.lun);
             return;
