@@ -1,7 +1,8 @@
 //! Multipath through `sanshim bench` against a real tgtd, each path behind its own fault
 //! proxy on loopback: round-robin uses both paths in turn, and a path whose link goes silent
 //! (the proxy stops forwarding and keeps the connection open) is dropped for lack of progress
-//! while the other path carries the verified run to the end without a failed request.
+//! while the other path carries the verified run to the end without a failed request; a
+//! running two-path export reports its paths through `sanshim status` and on SIGUSR1.
 //! The two-link network-namespace topology, with cuts of real links, is
 //! `tests/multipath_netns.rs`.
 #![allow(clippy::unwrap_used)]
@@ -139,4 +140,96 @@ fn a_silent_path_is_dropped_and_io_goes_on() {
     // Within the keep-alive timeouts (5 s + 5 s); the progress check makes it ~1.5 s.
     assert!(longest_ms < 10_000.0, "longest request {longest_ms} ms");
     proxies[0].release();
+}
+
+/// A running two-path export reports itself: `sanshim status --json` over the control
+/// socket (state, counters, timeouts), the human form, and the same lines in the log on
+/// SIGUSR1.
+#[test]
+fn a_running_export_reports_its_paths() {
+    let Some(t) = tgtd() else { return };
+    let proxies = proxies(&t);
+    let dir = tempfile::tempdir().unwrap();
+    let (sock, control, log) = (
+        dir.path().join("nbd.sock"),
+        dir.path().join("export.ctl"),
+        dir.path().join("export.log"),
+    );
+    let mut child = sanshim()
+        .arg("export")
+        .args(urls(&proxies))
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--control")
+        .arg(&control)
+        .args(["--policy", "queue-length", "--no-path-retry", "queue"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let up = wait_until(Duration::from_secs(30), || {
+        control.exists() && sock.exists()
+    });
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    if !up {
+        child.kill().ok();
+        panic!("export did not come up:\n{}", read_log());
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&control).unwrap().permissions(),
+    );
+    assert_eq!(
+        mode & 0o777,
+        0o600,
+        "the control socket is the owner's only"
+    );
+
+    let status = |json: bool| {
+        let mut cmd = sanshim();
+        cmd.arg("status");
+        if json {
+            cmd.arg("--json");
+        }
+        cmd.arg(&control);
+        let out = try_output_within(&mut cmd, Duration::from_secs(10)).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let doc: Value = serde_json::from_str(&status(true)).unwrap();
+    assert_eq!(doc["policy"], "queue-length", "{doc}");
+    assert_eq!(doc["timeouts"]["no_path_retry_s"], "queue", "{doc}");
+    let paths = doc["paths"].as_array().unwrap();
+    assert_eq!(paths.len(), 2, "{doc}");
+    for (i, p) in paths.iter().enumerate() {
+        assert_eq!(p["path"], i + 1, "{p}");
+        assert_eq!(p["state"], "active", "{p}");
+        assert_eq!(p["connected"], true, "{p}");
+        assert_eq!(p["name"], urls(&proxies)[i], "{p}");
+    }
+    let human = status(false);
+    assert!(
+        human.contains("path 1") && human.contains("path 2") && human.contains("active"),
+        "{human}"
+    );
+
+    let pid = child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-USR1", &pid])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let l = read_log();
+            l.contains("path 1") && l.contains("path 2") && l.contains("no-path-retry queue")
+        }),
+        "SIGUSR1 logs the status:\n{}",
+        read_log()
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit}:\n{}", read_log());
 }
