@@ -5,6 +5,7 @@ pub mod discover;
 pub mod export;
 pub mod ibft;
 pub mod ls;
+pub mod serve;
 pub mod session;
 pub mod status;
 
