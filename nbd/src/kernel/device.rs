@@ -1,7 +1,8 @@
 //! What sysfs says about `/dev/nbdN` (Linux `Documentation/ABI/stable/sysfs-block`; nbd adds a
 //! `pid` file while a device is started, `drivers/block/nbd.c` `nbd_start_device`): whether it
-//! exists and is started, and the size, logical block size, read-only state and connection
-//! count (one blk-mq hardware queue, `mq/N`, per connection) of a started one.
+//! exists and is started, and the size, logical block size and read-only state of a started
+//! one. (Not its connection count: nbd asks blk-mq for one hardware queue per connection, but
+//! blk-mq caps them at the CPU count, so `mq/N` undercounts.)
 //!
 //! Where debugfs is mounted, `nbd/nbdN/flags` adds the transmission flags the kernel was
 //! given. Only file existence and plain numbers are read: the `pid` file is never read, as some
@@ -32,8 +33,6 @@ pub(super) struct Live {
     pub block_size: u32,
     /// The device refuses writes.
     pub read_only: bool,
-    /// Connections the kernel was configured with (at least 1).
-    pub connections: usize,
 }
 
 impl Device {
@@ -70,25 +69,17 @@ impl Device {
         self.sys.join("pid").exists()
     }
 
-    /// Size, block size, read-only state and connection count.
+    /// Size, block size and read-only state.
     ///
     /// # Errors
     /// A sysfs file that cannot be read or holds no number.
     pub fn live(&self) -> io::Result<Live> {
         let sectors = self.number("size")?;
         let block_size = self.number("queue/logical_block_size")?;
-        let connections = std::fs::read_dir(self.sys.join("mq"))
-            .map(|dir| {
-                dir.filter_map(Result::ok)
-                    .filter(|e| e.file_name().to_str().is_some_and(is_number))
-                    .count()
-            })
-            .unwrap_or(1);
         Ok(Live {
             size: sectors.saturating_mul(512),
             block_size: u32::try_from(block_size).map_err(io::Error::other)?,
             read_only: self.number("ro")? != 0,
-            connections: connections.max(1),
         })
     }
 
@@ -116,14 +107,10 @@ impl Device {
 fn device_index(device: &Path) -> Option<u32> {
     let name = device.file_name()?.to_str()?;
     let digits = name.strip_prefix("nbd")?;
-    if !is_number(digits) {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
-}
-
-fn is_number(s: &str) -> bool {
-    !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]
@@ -155,7 +142,6 @@ mod tests {
         write("queue/logical_block_size", "4096\n");
         write("ro", "0\n");
         assert!(dev.started());
-        // No mq directory (older layout): one connection.
         let live = dev.live().unwrap();
         assert_eq!(
             live,
@@ -163,15 +149,10 @@ mod tests {
                 size: 64 << 20,
                 block_size: 4096,
                 read_only: false,
-                connections: 1
             }
         );
-        for q in ["0", "1", "not-a-queue"] {
-            std::fs::create_dir_all(sys.join("mq").join(q)).unwrap();
-        }
         write("ro", "1\n");
-        let live = dev.live().unwrap();
-        assert_eq!((live.connections, live.read_only), (2, true));
+        assert!(dev.live().unwrap().read_only);
         write("size", "lots\n");
         assert_eq!(dev.live().unwrap_err().kind(), io::ErrorKind::InvalidData);
         assert!(matches!(

@@ -8,8 +8,8 @@
 //!                                               or NBD_SET_SOCK … NBD_DO_IT (ioctl.rs)
 //!  reattach ─► NBD_CMD_STATUS + sysfs (device.rs): started? same size, block size, flags?
 //!              ├─ no ──► attach
-//!              └─ yes ─► socketpair ×connections ─► NBD_CMD_RECONFIGURE: the kernel swaps
-//!                        them in for its dead sockets; ends it did not take read EOF
+//!              └─ yes ─► socketpair ×64 ─► NBD_CMD_RECONFIGURE: the kernel swaps them in for
+//!                        its dead sockets, drops the rest; ends it did not take read EOF
 //! ```
 //!
 //! The kernel takes no handshake: it is told the size, block size and transmission flags
@@ -33,8 +33,9 @@
 //!   while the first copy may still run, so none is set;
 //! - `NBD_CMD_RECONFIGURE` replaces dead sockets only, first dead one first, one per given
 //!   descriptor; surplus descriptors are dropped silently (`-ENOSPC` is not reported). The
-//!   count need not match; [`reattach`] offers as many as the device has connections and serves
-//!   those the kernel took.
+//!   count need not match, and the kernel shows its connection count nowhere (one blk-mq
+//!   queue per connection, but capped at the CPU count): [`reattach`] offers
+//!   [`REATTACH_OFFER`] and serves those the kernel took.
 //!
 //! A device attached with the ioctls dies with its process (`NBD_DO_IT` is interrupted, the
 //! sockets are shut and the queue failed) and the kernel refuses to reconfigure it.
@@ -75,6 +76,10 @@ use sanshim_blockdev::BlockDevice;
 /// How long the kernel holds I/O for a replacement after every connection died, by default:
 /// room for a server to be restarted (or upgraded) and [`reattach`].
 pub const DEFAULT_DEAD_CONN_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Sockets [`reattach`] offers the kernel, more than the connections of any device (nbd-client
+/// configures a handful at most); it takes one per dead connection.
+pub const REATTACH_OFFER: usize = 64;
 
 /// How to attach.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -247,7 +252,7 @@ pub async fn reattach<D: BlockDevice + 'static>(
             export_value,
         },
     )?;
-    reconnect(server, &target, &live, options).await
+    reconnect(server, &target, options).await
 }
 
 impl Attachment {
@@ -407,11 +412,10 @@ async fn connect<D: BlockDevice + 'static>(
 async fn reconnect<D: BlockDevice + 'static>(
     server: &Server<D>,
     target: &Target,
-    live: &Live,
     options: &AttachOptions,
 ) -> Result<Attachment, AttachError> {
     let device = target.device.path.clone();
-    let (ours, kernel_ends) = socket_pairs(live.connections)?;
+    let (ours, kernel_ends) = socket_pairs(REATTACH_OFFER.max(options.connections))?;
     let params = ReconfigureParams {
         index: target.device.index,
         timeout: options.timeout.map(|t| t.as_secs().max(1)),
@@ -437,21 +441,12 @@ async fn reconnect<D: BlockDevice + 'static>(
             });
         }
     }
-    let offered = ours.len();
     let taken: Vec<UnixStream> = ours.into_iter().filter(taken_by_kernel).collect();
     if taken.is_empty() {
         return Err(AttachError::NotReattachable {
             device,
             reason: NO_DEAD_SOCKET,
         });
-    }
-    if taken.len() < offered {
-        tracing::warn!(
-            device = %device.display(),
-            taken = taken.len(),
-            offered,
-            "the kernel replaced fewer connections than it has (the others are alive)"
-        );
     }
     tracing::info!(
         device = %device.display(),
@@ -635,7 +630,6 @@ mod tests {
             size: 1 << 20,
             block_size: 4096,
             read_only: false,
-            connections: 1,
         };
         let ours = u64::from(rw.flags(false));
         assert_eq!(check_same_disk(&live, None, &rw), Ok(()));
