@@ -1,11 +1,12 @@
-//! `sanshim export URL... [--listen ADDR]... [--name NAME] [--read-only] [--attach /dev/nbdN]
-//! [--policy P]`: log in to a LUN and serve it over NBD until SIGINT/SIGTERM (shared/DESIGN.md
-//! "Command line contract").
+//! `sanshim export URL... [--listen ADDR]... [--name NAME] [--read-only] [--attach /dev/nbdN
+//! [--reattach] [--dead-conn-timeout SECS]] [--policy P]`: log in to a LUN and serve it over NBD
+//! until SIGINT/SIGTERM (shared/DESIGN.md "Command line contract").
 //!
 //! ```text
 //!  URL 1 ── ScsiDisk ─┐
 //!  URL 2 ── ScsiDisk ─┼─► Multipath ──► Export ──► Server ──► listeners (URI lines on stdout)
 //!  ...               ─┘                               └──► kernel::attach (--attach /dev/nbdN)
+//!                                                          or kernel::reattach (--reattach)
 //!  SIGUSR1: per-path state and counters to the log
 //!  SIGINT/SIGTERM: detach ► drain the server ► SYNCHRONIZE CACHE ► log out ► exit 0
 //! ```
@@ -15,6 +16,11 @@
 //! failed path fails over to the others (`sanshim_mpath`). A write-protected LUN is exported
 //! read-only whatever `--read-only` says. A second signal during the drain gives up on it and
 //! exits 1 (after still trying to log out).
+//!
+//! `--reattach` takes over a /dev/nbdN whose previous sanshim died (`kill -9`, a crash, an
+//! upgrade that did not detach): the kernel held its I/O for `--dead-conn-timeout` seconds,
+//! and gets fresh connections to this export instead; a device that is not connected is
+//! attached as usual.
 
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
@@ -59,9 +65,19 @@ pub struct ExportArgs {
     #[arg(long)]
     pub read_only: bool,
     /// Also connect the kernel's /dev/nbdN to the export (no nbd-client needed); refused
-    /// when the device is in use. Detached on exit.
+    /// when the device is in use (see --reattach). Detached on exit.
     #[arg(long, value_name = "/dev/nbdN")]
     pub attach: Option<PathBuf>,
+    /// With --attach: when the device is still connected after its sanshim died, reconnect it
+    /// to this export (same size and block size required) instead of refusing it; the I/O the
+    /// kernel held resumes. A device that is not connected is attached as usual.
+    #[arg(long, requires = "attach")]
+    pub reattach: bool,
+    /// With --attach: how long the kernel holds I/O after the connections die (a crash, a
+    /// restart) before failing it with I/O errors; the time a --reattach has to come.
+    #[arg(long, value_name = "SECS", default_value_t = 120, requires = "attach",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub dead_conn_timeout: u64,
     /// The control socket `sanshim status` reads (default /run/sanshim/NAME.ctl).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
@@ -111,6 +127,11 @@ pub fn run(global: &Global, args: ExportArgs) -> Result<ExitCode, Failure> {
             listen,
             read_only,
             attach: args.attach.clone(),
+            attach_options: AttachOptions {
+                dead_conn_timeout: Duration::from_secs(args.dead_conn_timeout),
+                ..AttachOptions::default()
+            },
+            reattach: args.reattach,
             options,
         };
         let served = serve(&plan, &disk).await;
@@ -126,6 +147,8 @@ struct Plan {
     listen: Vec<ListenAddr>,
     read_only: bool,
     attach: Option<PathBuf>,
+    attach_options: AttachOptions,
+    reattach: bool,
     control: PathBuf,
     options: DiskOptions,
 }
@@ -184,9 +207,15 @@ async fn serve(plan: &Plan, disk: &Arc<Multipath>) -> Result<(), Failure> {
     let attachment = match &plan.attach {
         None => None,
         Some(device) => {
-            match kernel::attach(&server, &plan.name, device, &attach_options()).await {
+            let attached = if plan.reattach {
+                kernel::reattach(&server, &plan.name, device, &plan.attach_options).await
+            } else {
+                kernel::attach(&server, &plan.name, device, &plan.attach_options).await
+            };
+            match attached {
                 Ok(a) => {
-                    info!(device = %device.display(), method = ?a.method(), "kernel device attached");
+                    info!(device = %device.display(), method = ?a.method(),
+                          reattached = a.reattached(), "kernel device attached");
                     Some(a)
                 }
                 Err(e) => {
@@ -271,19 +300,14 @@ async fn close(disk: Arc<Multipath>) -> Result<(), Failure> {
     Ok(())
 }
 
-fn attach_options() -> AttachOptions {
-    AttachOptions {
-        // Long enough for a path to be re-established under the kernel's feet.
-        dead_conn_timeout: Duration::from_secs(120),
-        ..AttachOptions::default()
-    }
-}
-
 fn attach_failure(e: AttachError) -> Failure {
     match e {
         AttachError::InUse(_) => Failure::new(
             exit::OTHER,
-            anyhow!("{e} (detach it first, e.g. nbd-client -d DEVICE)"),
+            anyhow!(
+                "{e} (detach it first, e.g. nbd-client -d DEVICE, or give --reattach to take \
+                 over a device whose sanshim died)"
+            ),
         ),
         other => Failure::new(exit::OTHER, anyhow!(other)),
     }
