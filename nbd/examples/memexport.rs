@@ -3,10 +3,11 @@
 //!
 //! ```text
 //! memexport [--size BYTES] [--block-size N] [--name NAME] [--listen unix:PATH|tcp:[HOST:]PORT]...
-//!           [--attach /dev/nbdN] [--connections N] [--method netlink|ioctl]
+//!           [--attach /dev/nbdN [--reattach]] [--connections N] [--method netlink|ioctl]
 //! ```
 //!
-//! Prints `uri URI` per listener and `attached DEVICE METHOD` on stdout, then serves until
+//! Prints `uri URI` per listener, `attached DEVICE METHOD` and `connections N reattached
+//! true|false` on stdout (`--reattach` uses [`sanshim_nbd::kernel::reattach`]), then serves until
 //! SIGINT/SIGTERM; on the signal it detaches the device, drains the server and prints
 //! `sha256 HEX` of the whole disk, so a test can compare what the kernel wrote with what it
 //! reads back. Exit status 1 with a message on stderr when attaching fails (a device in use is
@@ -28,6 +29,7 @@ struct Args {
     name: String,
     listen: Vec<ListenAddr>,
     attach: Option<PathBuf>,
+    reattach: bool,
     connections: usize,
     method: Option<Method>,
 }
@@ -39,6 +41,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
         name: "mem".to_owned(),
         listen: Vec::new(),
         attach: None,
+        reattach: false,
         connections: 1,
         method: None,
     };
@@ -51,6 +54,7 @@ fn parse_args() -> Result<Args, Box<dyn Error>> {
             "--name" => args.name = value()?,
             "--listen" => args.listen.push(value()?.parse()?),
             "--attach" => args.attach = Some(value()?.into()),
+            "--reattach" => args.reattach = true,
             "--connections" => args.connections = value()?.parse()?,
             "--method" => {
                 args.method = match value()?.as_str() {
@@ -103,8 +107,17 @@ async fn run() -> Result<(), Box<dyn Error>> {
                 method: args.method,
                 ..AttachOptions::default()
             };
-            let a = kernel::attach(&server, &args.name, device, &options).await?;
+            let a = if args.reattach {
+                kernel::reattach(&server, &args.name, device, &options).await?
+            } else {
+                kernel::attach(&server, &args.name, device, &options).await?
+            };
             println!("attached {} {:?}", a.device().display(), a.method());
+            println!(
+                "connections {} reattached {}",
+                a.connections(),
+                a.reattached()
+            );
             Some(a)
         }
         None => None,

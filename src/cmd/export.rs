@@ -15,15 +15,22 @@
 //! failed path fails over to the others (`sanshim_mpath`). A write-protected LUN is exported
 //! read-only whatever `--read-only` says. A second signal during the drain gives up on it and
 //! exits 1 (after still trying to log out).
+//!
+//! `--reattach` takes over a /dev/nbdN whose previous sanshim died (`kill -9`, a crash, an
+//! upgrade that did not detach): the kernel held its I/O for `--dead-conn-timeout` seconds,
+//! and gets fresh connections to this export instead; a device that is not connected is
+//! attached as usual.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
 use sanshim_blockdev::BlockDevice;
 use sanshim_initiator::url::IscsiUrl;
 use sanshim_nbd::ListenAddr;
+use sanshim_nbd::kernel::AttachOptions;
 use tracing::warn;
 
 use super::serve::{ServePlan, close, default_listener, serve};
@@ -52,9 +59,19 @@ pub struct ExportArgs {
     #[arg(long)]
     pub read_only: bool,
     /// Also connect the kernel's /dev/nbdN to the export (no nbd-client needed); refused
-    /// when the device is in use. Detached on exit.
+    /// when the device is in use (see --reattach). Detached on exit.
     #[arg(long, value_name = "/dev/nbdN")]
     pub attach: Option<PathBuf>,
+    /// With --attach: when the device is still connected after its sanshim died, reconnect it
+    /// to this export (same size and block size required) instead of refusing it; the I/O the
+    /// kernel held resumes. A device that is not connected is attached as usual.
+    #[arg(long, requires = "attach")]
+    pub reattach: bool,
+    /// With --attach: how long the kernel holds I/O after the connections die (a crash, a
+    /// restart) before failing it with I/O errors; the time a --reattach has to come.
+    #[arg(long, value_name = "SECS", default_value_t = 120, requires = "attach",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub dead_conn_timeout: u64,
     /// The control socket `sanshim status` reads (default /run/sanshim/NAME.ctl).
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
@@ -105,6 +122,11 @@ pub fn run(global: &Global, args: ExportArgs) -> Result<ExitCode, Failure> {
             listen,
             read_only,
             attach: args.attach.clone(),
+            attach_options: AttachOptions {
+                dead_conn_timeout: Duration::from_secs(args.dead_conn_timeout),
+                ..AttachOptions::default()
+            },
+            reattach: args.reattach,
             options,
         };
         let served = serve(&plan, &disk).await;

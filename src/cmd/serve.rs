@@ -6,7 +6,6 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::anyhow;
 use sanshim_blockdev::BlockDevice;
@@ -33,6 +32,10 @@ pub struct ServePlan {
     pub read_only: bool,
     /// The kernel device to attach, if any.
     pub attach: Option<PathBuf>,
+    /// How to attach it.
+    pub attach_options: AttachOptions,
+    /// Take over the device if its previous server died (`kernel::reattach`).
+    pub reattach: bool,
     /// The control socket for `sanshim status`.
     pub control: PathBuf,
     /// The session settings (reported by `status`).
@@ -93,9 +96,15 @@ pub async fn serve(plan: &ServePlan, disk: &Arc<Multipath>) -> Result<(), Failur
     let attachment = match &plan.attach {
         None => None,
         Some(device) => {
-            match kernel::attach(&server, &plan.name, device, &attach_options()).await {
+            let attached = if plan.reattach {
+                kernel::reattach(&server, &plan.name, device, &plan.attach_options).await
+            } else {
+                kernel::attach(&server, &plan.name, device, &plan.attach_options).await
+            };
+            match attached {
                 Ok(a) => {
-                    info!(device = %device.display(), method = ?a.method(), "kernel device attached");
+                    info!(device = %device.display(), method = ?a.method(),
+                          reattached = a.reattached(), "kernel device attached");
                     Some(a)
                 }
                 Err(e) => {
@@ -180,19 +189,14 @@ pub async fn close(disk: Arc<Multipath>) -> Result<(), Failure> {
     Ok(())
 }
 
-fn attach_options() -> AttachOptions {
-    AttachOptions {
-        // Long enough for a path to be re-established under the kernel's feet.
-        dead_conn_timeout: Duration::from_secs(120),
-        ..AttachOptions::default()
-    }
-}
-
 fn attach_failure(e: AttachError) -> Failure {
     match e {
         AttachError::InUse(_) => Failure::new(
             exit::OTHER,
-            anyhow!("{e} (detach it first, e.g. nbd-client -d DEVICE)"),
+            anyhow!(
+                "{e} (detach it first, e.g. nbd-client -d DEVICE, or give --reattach to take \
+                 over a device whose sanshim died)"
+            ),
         ),
         other => Failure::new(exit::OTHER, anyhow!(other)),
     }
@@ -210,4 +214,3 @@ pub fn default_listener(name: &str) -> Result<ListenAddr, Failure> {
         dir.join(format!("{}.sock", name.replace('/', "_"))),
     ))
 }
-

@@ -1,11 +1,11 @@
-//! The only `unsafe` of this crate: the nbd ioctls (Linux `include/uapi/linux/nbd.h`) and a
-//! raw `NETLINK_GENERIC` socket. Each function wraps one system call and returns
-//! `io::Result`; descriptors are borrowed or owned (`BorrowedFd`, `OwnedFd`), never raw
-//! numbers that could outlive their file.
+//! The only `unsafe` of this crate: the nbd ioctls (Linux `include/uapi/linux/nbd.h`). The
+//! function wraps one system call and returns `io::Result`; the descriptor is borrowed
+//! (`BorrowedFd`), never a raw number that could outlive its file. (Generic netlink goes through
+//! the `netlink-sys` crate, `genl.rs`.)
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// `_IO(0xab, n)`: nbd ioctls carry no size or direction bits.
 const fn nbd_io(n: libc::c_ulong) -> libc::c_ulong {
@@ -42,98 +42,10 @@ pub fn nbd_ioctl(fd: BorrowedFd<'_>, request: libc::c_ulong, arg: libc::c_ulong)
     }
 }
 
-/// A `NETLINK_GENERIC` socket bound to an address the kernel picks.
-#[derive(Debug)]
-pub struct GenericNetlink {
-    fd: OwnedFd,
-}
-
-impl GenericNetlink {
-    /// Opens and binds the socket.
-    ///
-    /// # Errors
-    /// The `socket` or `bind` error (e.g. `EAFNOSUPPORT` without netlink).
-    pub fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2) with constant arguments; no pointers involved.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_GENERIC,
-            )
-        };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a descriptor socket(2) just returned and nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let addr = kernel_addr();
-        // SAFETY: `addr` is a valid, initialised sockaddr_nl and the length passed is its size.
-        let r = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(GenericNetlink { fd })
-    }
-
-    /// Sends one datagram to the kernel.
-    ///
-    /// # Errors
-    /// The `sendto` error.
-    pub fn send(&self, msg: &[u8]) -> io::Result<()> {
-        let addr = kernel_addr();
-        // SAFETY: `msg` is a valid slice for `msg.len()` bytes; `addr` is a valid sockaddr_nl
-        // of the size passed.
-        let r = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                msg.as_ptr().cast(),
-                msg.len(),
-                0,
-                std::ptr::from_ref(&addr).cast::<libc::sockaddr>(),
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if r < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
-    }
-
-    /// Receives one datagram; returns its length (truncated to `buf`).
-    ///
-    /// # Errors
-    /// The `recv` error.
-    pub fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
-        // SAFETY: `buf` is a valid, writable slice of `buf.len()` bytes.
-        let r = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        usize::try_from(r).map_err(|_| io::Error::last_os_error())
-    }
-}
-
-impl AsFd for GenericNetlink {
-    fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
-    }
-}
-
-/// The kernel's netlink address (port id 0, no groups).
-fn kernel_addr() -> libc::sockaddr_nl {
-    // SAFETY: sockaddr_nl is a plain C struct of integers, for which all-zero is valid.
-    let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    addr
-}
-
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsFd;
+
     use super::*;
 
     #[test]
@@ -152,22 +64,5 @@ mod tests {
     fn test_ioctl_on_a_non_nbd_file_fails_cleanly() {
         let f = std::fs::File::open("/dev/null").unwrap();
         assert!(nbd_ioctl(f.as_fd(), NBD_SET_BLKSIZE, 512).is_err());
-    }
-
-    #[test]
-    fn test_netlink_resolves_a_family_that_exists() {
-        // "nlctrl" (the controller itself) exists on every kernel with generic netlink.
-        let Ok(sock) = GenericNetlink::open() else {
-            return;
-        };
-        sock.send(&super::super::netlink::get_family(1, "nlctrl"))
-            .unwrap();
-        let mut buf = vec![0u8; 8192];
-        let n = sock.recv(&mut buf).unwrap();
-        let answers = super::super::netlink::parse(&buf[..n], 1);
-        assert_eq!(
-            answers.first(),
-            Some(&super::super::netlink::Answer::Family(0x10))
-        );
     }
 }
