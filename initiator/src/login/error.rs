@@ -118,6 +118,19 @@ impl LoginError {
         )
     }
 
+    /// Whether the target refused who we are (wrong or missing CHAP name or secret, or a
+    /// target that failed to prove its own): sending the same login again will not help,
+    /// unlike a target that is not found or not ready yet while a SAN comes up.
+    pub fn is_authentication_failure(&self) -> bool {
+        match self {
+            LoginError::InitiatorError { status } => *status == LoginStatus::AUTHENTICATION_FAILURE,
+            LoginError::ChapResponseRefused { .. }
+            | LoginError::AuthMethodRejected { .. }
+            | LoginError::AuthenticationFailed(_) => true,
+            _ => false,
+        }
+    }
+
     /// Whether the same login, sent again later, may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(

@@ -39,7 +39,15 @@ impl Session {
         for id in self.pings.drain() {
             self.fail(id, TaskError::ConnectionLost { in_flight: true });
         }
-        self.texts.connection_lost();
+        // A fail-fast session's owner retries elsewhere; others start over, a few times.
+        if let Some(id) = self.texts.connection_lost(!self.config.fail_fast) {
+            let error = if self.config.fail_fast {
+                TaskError::ConnectionLost { in_flight: true }
+            } else {
+                TaskError::TooManyRetries(super::text::MAX_RESTARTS)
+            };
+            self.fail(id, error);
+        }
         let owners: Vec<_> = self.tmfs.drain().filter_map(|(_, t)| t.owner()).collect();
         for id in owners {
             self.fail(id, TaskError::SessionClosed);

@@ -23,6 +23,9 @@ const MAX_ANSWER: usize = 4 << 20;
 const MAX_PDU_TEXT: usize = 1 << 20;
 /// Bound on Text Requests per exchange.
 const MAX_ROUND_TRIPS: u32 = 4096;
+/// Times an exchange starts over after a lost connection before it fails: a target that drops
+/// the connection on a request must not make us send it forever.
+pub(super) const MAX_RESTARTS: u32 = 2;
 
 /// Who asked for an exchange.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -38,6 +41,8 @@ enum Purpose {
 struct Waiting {
     purpose: Purpose,
     text: Bytes,
+    /// Times it started over after a lost connection.
+    restarts: u32,
 }
 
 /// The exchange on the wire.
@@ -95,14 +100,19 @@ impl TextTable {
     }
 
     /// The connection is gone: the owner's running exchange starts over on the next one
-    /// (a renegotiation is moot: the next login negotiates afresh).
-    pub fn connection_lost(&mut self) {
-        if let Some(active) = self.active.take() {
-            if active.request.purpose != Purpose::Renegotiation {
-                self.waiting.push_front(active.request);
-            }
-        }
+    /// (a renegotiation is moot: the next login negotiates afresh) — unless `restart` is
+    /// false or it started over [`MAX_RESTARTS`] times already; then its owner is returned,
+    /// to be failed.
+    pub fn connection_lost(&mut self, restart: bool) -> Option<TaskId> {
         self.abandoned = None;
+        let mut active = self.active.take()?;
+        let owner = active.request.purpose.owner()?;
+        if !restart || active.request.restarts >= MAX_RESTARTS {
+            return Some(owner);
+        }
+        active.request.restarts += 1;
+        self.waiting.push_front(active.request);
+        None
     }
 
     /// The target rejected the Text Request `itt`: the exchange ends; returns its owner.
@@ -145,6 +155,7 @@ impl Session {
         self.texts.waiting.push_back(Waiting {
             purpose: Purpose::Owner(id),
             text: text.freeze(),
+            restarts: 0,
         });
         self.pump(now);
         Ok(id)
@@ -157,6 +168,7 @@ impl Session {
             self.texts.waiting.push_front(Waiting {
                 purpose: Purpose::Renegotiation,
                 text: Bytes::new(),
+                restarts: 0,
             });
         }
         self.pump(now);

@@ -99,6 +99,12 @@ impl SessionError {
         matches!(self, SessionError::Login { source, .. } if source.is_refusal())
     }
 
+    /// Whether the target refused our credentials (see
+    /// [`LoginError::is_authentication_failure`]).
+    pub fn is_authentication_failure(&self) -> bool {
+        matches!(self, SessionError::Login { source, .. } if source.is_authentication_failure())
+    }
+
     /// Whether no portal answered at all: exit code 3.
     pub fn is_unreachable(&self) -> bool {
         matches!(self, SessionError::Unreachable { .. })

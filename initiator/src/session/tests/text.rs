@@ -207,6 +207,60 @@ fn exchange_cut_by_a_lost_connection_starts_over() {
     assert!(matches!(&outcomes[0].1, Ok(Outcome::Text(p)) if p.len() == 1 && p[0].1 == "b"));
 }
 
+/// A target that drops the connection whenever the request arrives: the exchange starts
+/// over a bounded number of times, then fails — it is not sent forever.
+#[test]
+fn a_request_that_kills_the_connection_is_not_sent_forever() {
+    let mut sim = Sim::default();
+    let id = send_targets(&mut sim);
+    let mut sent = 0;
+    loop {
+        let requests = text_requests(&mut sim);
+        if requests.is_empty() {
+            break;
+        }
+        sent += requests.len();
+        sim.session
+            .handle_connection_lost(crate::session::ConnectionFailure::Closed, sim.now);
+        sim.events();
+        if let Some(outcome) = text_outcome(&mut sim) {
+            assert!(
+                matches!(outcome, Err(TaskError::TooManyRetries(2))),
+                "{outcome:?}"
+            );
+            break;
+        }
+        sim.reconnect();
+        assert!(sent < 10, "the exchange keeps being sent");
+    }
+    assert_eq!(sent, 3, "the first try and two restarts");
+    let _ = id;
+}
+
+/// On a fail-fast session (a multipath path) the exchange fails at once, for the caller to
+/// ask another path.
+#[test]
+fn a_fail_fast_session_fails_the_exchange_at_once() {
+    let config = SessionConfig {
+        fail_fast: true,
+        ..SessionConfig::default()
+    };
+    let mut sim = Sim::new(config, Negotiated::default());
+    send_targets(&mut sim);
+    assert_eq!(text_requests(&mut sim).len(), 1);
+    sim.session
+        .handle_connection_lost(crate::session::ConnectionFailure::Closed, sim.now);
+    sim.events();
+    let outcome = text_outcome(&mut sim);
+    assert!(
+        matches!(
+            outcome,
+            Some(Err(TaskError::ConnectionLost { in_flight: true }))
+        ),
+        "{outcome:?}"
+    );
+}
+
 proptest! {
     #[test]
     fn arbitrary_responses_never_panic(
