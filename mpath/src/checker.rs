@@ -2,11 +2,15 @@
 //!
 //! - A path whose session lost its connection (TCP error, NOP-Out ping timeout) leaves
 //!   service at once.
-//! - A *silent* path is judged by the lack of progress on its own commands while another path
-//!   makes progress: commands in flight and nothing received for `stall`, while another path
-//!   received something in that time, sends it an immediate ping; no answer within
-//!   `probe_timeout` takes it out of service and drops its connection. So a silent cut costs
-//!   about `stall` + `probe_timeout`, not the keep-alive's interval + timeout.
+//! - A *silent* path is judged by the lack of progress on its own commands: commands in flight
+//!   and nothing received for `stall`, while another path is in service to take them over,
+//!   sends it an immediate ping; no answer within `probe_timeout` takes it out of service and
+//!   drops its connection. So a silent cut costs about `stall` + `probe_timeout`, not the
+//!   keep-alive's interval + timeout — also when the stalled command is the only one, as
+//!   with a single `dd` writing through the device. A command that is merely slow (a long
+//!   WRITE SAME on a busy array) costs a ping: the target answers it and the path stays. The
+//!   only path left is never judged this way: failing it would help nothing, so its
+//!   keep-alive decides.
 //! - A failed path whose session logged in again (it retries on its own, with backoff) is
 //!   reinstated once it answers TEST UNIT READY and passes the MTU probe ([`crate::mtu`]).
 
@@ -87,8 +91,7 @@ fn check(inner: &Arc<Inner>, path: &Arc<Path>) -> Option<tokio::task::JoinHandle
     }
 }
 
-/// Commands in flight and nothing received for `stall`, while another active path received
-/// something in that time.
+/// Commands in flight and nothing received for `stall`, while another path is in service.
 fn stalled(inner: &Inner, path: &Path) -> bool {
     let stall = inner.config.stall;
     if path.in_flight() == 0 || path.disk.session().idle_for() < stall {
@@ -97,8 +100,7 @@ fn stalled(inner: &Inner, path: &Path) -> bool {
     inner
         .paths
         .iter()
-        .filter(|p| p.index != path.index && p.is_active())
-        .any(|p| p.disk.session().idle_for() < stall)
+        .any(|p| p.index != path.index && p.is_active() && p.disk.session().is_connected())
 }
 
 fn spawn<F, Fut>(inner: &Arc<Inner>, path: &Arc<Path>, job: F) -> tokio::task::JoinHandle<()>
@@ -116,8 +118,8 @@ async fn probe_stalled(inner: Arc<Inner>, path: Arc<Path>) {
     debug!(path = %path.name, idle = ?session.idle_for(), "path makes no progress; pinging it");
     if session.ping(0, timeout).await.is_err() && path.is_active() {
         let why = format!(
-            "no progress for {:?} with commands in flight while other paths progressed, and no \
-             answer to a ping within {timeout:?}",
+            "no progress for {:?} with commands in flight, and no answer to a ping within \
+             {timeout:?}",
             session.idle_for()
         );
         inner.path_failed(&path, &why);

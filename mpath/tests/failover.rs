@@ -39,13 +39,17 @@ fn options() -> DiskOptions {
 }
 
 async fn disk(port: u16, path: u32) -> ScsiDisk {
+    disk_with(port, path, options()).await
+}
+
+async fn disk_with(port: u16, path: u32, options: DiskOptions) -> ScsiDisk {
     let portal = Portal {
         host: "127.0.0.1".into(),
         port,
     };
     let isid = Isid::random_qualifier(0x5a5a_0000 ^ path ^ u32::from(port));
     let login = LoginConfig::normal("iqn.2026-12.test.sanshim:host", IQN, isid);
-    ScsiDisk::open(portal, login, LoginPolicy::default(), options())
+    ScsiDisk::open(portal, login, LoginPolicy::default(), options)
         .await
         .unwrap()
 }
@@ -166,6 +170,52 @@ async fn a_silent_path_is_judged_by_its_lack_of_progress() {
     assert!(longest < Duration::from_secs(2), "{longest:?}");
     proxies[0].release();
     Arc::into_inner(device).unwrap().close().await.unwrap();
+}
+
+/// One command at a time (a `dd` through the device) and its path goes silent while the
+/// other path sits idle: the idle path takes the command over within the stall check
+/// (1 s + a 0.5 s ping), not the default 5 s + 5 s keep-alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_command_on_a_silent_path_fails_over() {
+    let target = target();
+    let proxies = [
+        FaultProxy::start(target.addr()),
+        FaultProxy::start(target.addr()),
+    ];
+    let keep_alive = DiskOptions {
+        noop_interval: Duration::from_secs(5),
+        noop_timeout: Duration::from_secs(5),
+        ..options()
+    };
+    let mut paths = Vec::new();
+    for (i, p) in proxies.iter().enumerate() {
+        paths.push((
+            format!("path{}", i + 1),
+            disk_with(p.port(), i as u32, keep_alive).await,
+        ));
+    }
+    let config = Config {
+        policy: Policy::RoundRobin { min_io: 1 },
+        ..Config::default()
+    };
+    let device = Multipath::new(paths, config).await.unwrap();
+    proxies[0].arm_any(ProxyFault::FreezeMidDataIn);
+    let mut longest = Duration::ZERO;
+    for i in 0..8u64 {
+        let started = Instant::now();
+        device
+            .read(i * 128, BytesMut::zeroed(64 << 10))
+            .await
+            .unwrap();
+        longest = longest.max(started.elapsed());
+    }
+    assert!(proxies[0].faults_fired() >= 1, "the freeze fired");
+    let s = &device.stats()[0];
+    assert!(s.reason.contains("no progress"), "{s:?}");
+    eprintln!("lone command: longest read {longest:?}");
+    assert!(longest < Duration::from_secs(4), "{longest:?}");
+    proxies[0].release();
+    device.close().await.unwrap();
 }
 
 /// The fault model first: without the barrier, a write stalled at the target lands after a
