@@ -88,16 +88,21 @@ pub enum Command {
     Export(crate::cmd::export::ExportArgs),
     /// Measure a LUN: throughput, IOPS and latency of reads or writes, optionally verified.
     Bench(crate::cmd::bench::BenchArgs),
+    /// Boot from the firmware's iSCSI Boot Firmware Table: bring up its NICs, log in to its
+    /// targets over every path, and serve the boot LU as /dev/nbd0 until SIGTERM.
+    Boot(crate::cmd::boot::BootArgs),
     /// Per-path state, counters and latency of a running export.
     Status(crate::cmd::status::StatusArgs),
 }
 
-/// Sends logs to stderr at the level `-v`/`-q` ask for; `RUST_LOG` overrides.
-pub fn init_logging(global: &Global) {
+/// Sends logs to stderr at the level `-v`/`-q` ask for, at least info for `boot` (an operator
+/// watches each step of it); `RUST_LOG` overrides.
+pub fn init_logging(global: &Global, command: &Command) {
+    let floor = u8::from(matches!(command, Command::Boot(_)));
     let level = if global.quiet {
         "error"
     } else {
-        match global.verbose {
+        match global.verbose.max(floor) {
             0 => "warn",
             1 => "info",
             2 => "debug",
@@ -105,8 +110,11 @@ pub fn init_logging(global: &Global) {
         }
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Colours only for a person at a terminal: logs that go to a file stay plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match global.log_format {
         LogFormat::Text => builder.with_target(false).init(),

@@ -9,8 +9,6 @@ mod cli;
 mod cmd;
 mod creds;
 mod exit;
-// `boot` (src/cmd/boot.rs) is this module's user; until it calls in, only the tests do.
-#[cfg_attr(not(test), allow(dead_code, unused_imports))]
 mod net;
 
 use std::process::ExitCode;
@@ -32,7 +30,7 @@ fn main() -> ExitCode {
             };
         }
     };
-    cli::init_logging(&cli.global);
+    cli::init_logging(&cli.global, &cli.command);
     match cmd::run(cli) {
         Ok(code) => code,
         Err(failure) => failure.report(),

@@ -66,6 +66,8 @@ pub(crate) struct Inner {
     barrier: Mutex<u64>,
     /// Woken when a path goes into service.
     pub(crate) usable: Notify,
+    /// The LU's identity ([`crate::identity::identity`]).
+    identity: String,
 }
 
 impl Multipath {
@@ -127,10 +129,16 @@ impl Multipath {
             failures: AtomicU64::new(0),
             barrier: Mutex::new(0),
             usable: Notify::new(),
+            identity: want,
         });
         checker::first_checks(&inner).await;
         let monitor = tokio::spawn(checker::run(Arc::downgrade(&inner)));
         Ok(Multipath { inner, monitor })
+    }
+
+    /// The LU's identity, as the paths were grouped by (e.g. `naa.6001405...`).
+    pub fn identity(&self) -> &str {
+        &self.inner.identity
     }
 
     /// The paths.

@@ -127,6 +127,7 @@ pub fn run(global: &Global, args: ExportArgs) -> Result<ExitCode, Failure> {
                 ..AttachOptions::default()
             },
             reattach: args.reattach,
+            identity: disk.identity().to_owned(),
             options,
         };
         let served = serve(&plan, &disk).await;

@@ -111,7 +111,7 @@ pub fn run(_global: &Global, args: IbftArgs) -> Result<ExitCode, Failure> {
 }
 
 /// Reads the table from the source the user named.
-fn read(source: &str) -> Result<Found, Failure> {
+pub fn read(source: &str) -> Result<Found, Failure> {
     let roots = Roots::default();
     let failure = |e: &dyn std::fmt::Display| Failure::new(exit::OTHER, anyhow!("{e}"));
     match source {

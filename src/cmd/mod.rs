@@ -1,6 +1,7 @@
 //! One module per command; [`run`] dispatches.
 
 pub mod bench;
+pub mod boot;
 pub mod discover;
 pub mod export;
 pub mod ibft;
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let Cli { global, command } = cli;
     match command {
         Command::Bench(args) => bench::run(&global, args),
+        Command::Boot(args) => boot::run(&global, args),
         Command::Discover(args) => discover::run(&global, args),
         Command::Export(args) => export::run(&global, args),
         Command::Ibft(args) => ibft::run(&global, args),

@@ -4,7 +4,7 @@
 //! (detach, drain the server, SYNCHRONIZE CACHE, log out).
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::anyhow;
@@ -36,6 +36,10 @@ pub struct ServePlan {
     pub attach_options: AttachOptions,
     /// Take over the device if its previous server died (`kernel::reattach`).
     pub reattach: bool,
+    /// The LU's identity, recorded next to the control socket while the device is attached
+    /// (`/run/sanshim/nbdN.lu`), so that a later reattach can refuse a device that was
+    /// serving another LU of the same size: its page cache holds that LU's blocks.
+    pub identity: String,
     /// The control socket for `sanshim status`.
     pub control: PathBuf,
     /// The session settings (reported by `status`).
@@ -96,6 +100,12 @@ pub async fn serve(plan: &ServePlan, disk: &Arc<Multipath>) -> Result<(), Failur
     let attachment = match &plan.attach {
         None => None,
         Some(device) => {
+            if plan.reattach {
+                if let Err(e) = check_recorded(device, &plan.identity) {
+                    drain(&server, &mut tasks).await;
+                    return Err(e);
+                }
+            }
             let attached = if plan.reattach {
                 kernel::reattach(&server, &plan.name, device, &plan.attach_options).await
             } else {
@@ -105,6 +115,7 @@ pub async fn serve(plan: &ServePlan, disk: &Arc<Multipath>) -> Result<(), Failur
                 Ok(a) => {
                     info!(device = %device.display(), method = ?a.method(),
                           reattached = a.reattached(), "kernel device attached");
+                    record(device, Some(&plan.identity));
                     Some(a)
                 }
                 Err(e) => {
@@ -154,7 +165,14 @@ pub async fn serve(plan: &ServePlan, disk: &Arc<Multipath>) -> Result<(), Failur
     info!("stopping: detaching, draining in-flight requests");
     let stop = async {
         let detached = match attachment {
-            Some(a) => a.detach().await.map_err(attach_failure),
+            Some(a) => {
+                let device = a.device().to_owned();
+                let detached = a.detach().await.map_err(attach_failure);
+                if detached.is_ok() {
+                    record(&device, None);
+                }
+                detached
+            }
             None => Ok(()),
         };
         drain(&server, &mut tasks).await;
@@ -187,6 +205,62 @@ pub async fn close(disk: Arc<Multipath>) -> Result<(), Failure> {
     }
     info!("flushed and logged out");
     Ok(())
+}
+
+/// Where the identity of the LU a device serves is recorded: `/run/sanshim/nbdN.lu`.
+pub fn record_path(device: &Path) -> PathBuf {
+    let name = device
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "nbd".into());
+    Path::new(RUN_DIR).join(format!("{name}.lu"))
+}
+
+/// The identity recorded for `device`, if any.
+pub fn recorded(device: &Path) -> Option<String> {
+    std::fs::read_to_string(record_path(device))
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// Records (or, with `None`, forgets) the LU `device` serves; failures are only logged.
+fn record(device: &Path, identity: Option<&str>) {
+    let path = record_path(device);
+    let result = match identity {
+        Some(id) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(RUN_DIR)
+            .and_then(|()| std::fs::write(&path, format!("{id}\n"))),
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        },
+    };
+    if let Err(e) = result {
+        warn!(path = %path.display(), error = %e, "cannot record which LU the device serves; a later --reattach cannot check it");
+    }
+}
+
+/// Refuses to reattach `device` to LU `identity` when it was serving another one.
+fn check_recorded(device: &Path, identity: &str) -> Result<(), Failure> {
+    match recorded(device) {
+        Some(was) if was != identity => Err(Failure::new(
+            exit::OTHER,
+            anyhow!(
+                "{} was serving LU {was}, not this LU {identity}: refusing to reattach it \
+                 (its page cache and any filesystem on it belong to the other LU; detach it \
+                 with nbd-client -d first)",
+                device.display()
+            ),
+        )),
+        Some(_) => Ok(()),
+        None => {
+            warn!(device = %device.display(), "no record of which LU the device served; reattaching on size alone");
+            Ok(())
+        }
+    }
 }
 
 fn attach_failure(e: AttachError) -> Failure {

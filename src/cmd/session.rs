@@ -73,6 +73,83 @@ impl<'g> Context<'g> {
         })
     }
 
+    /// A context whose initiator name is `name` (the boot table's), unless `--initiator-name`
+    /// was given, which wins with a warning when they differ.
+    ///
+    /// # Errors
+    /// As [`Context::new`], or `name` is not a valid iSCSI name.
+    pub fn with_initiator_name(global: &'g Global, name: Option<&str>) -> Result<Self, Failure> {
+        let mut ctx = Context::new(global)?;
+        match (name, &global.initiator_name) {
+            (Some(table), Some(_)) => {
+                if !table.eq_ignore_ascii_case(&ctx.initiator_name) {
+                    warn!(
+                        table = table,
+                        used = ctx.initiator_name.as_str(),
+                        "--initiator-name differs from the boot table's initiator name; the target's ACLs know the table's"
+                    );
+                }
+            }
+            (Some(table), None) => {
+                let n = IscsiName::parse(table).map_err(|e| {
+                    Failure::new(
+                        exit::OTHER,
+                        anyhow!(
+                            "the boot table's initiator name {table:?}: {e} (give --initiator-name)"
+                        ),
+                    )
+                })?;
+                if n.lowercased {
+                    warn!(
+                        name = n.name.as_str(),
+                        "initiator name from the boot table lower-cased (firmware changes the case of iSCSI names)"
+                    );
+                }
+                ctx.initiator_name = n.name.as_str().to_string();
+            }
+            (None, _) => {}
+        }
+        Ok(ctx)
+    }
+
+    /// Logs in to `target` at `portal` with `chap` (not the command line's) and opens LUN
+    /// `lun` as a block device: how `boot` opens the paths a boot table names.
+    ///
+    /// # Errors
+    /// As [`Context::open_disk`]; the [`OpenError`] is kept so the caller can tell an
+    /// authentication failure from a target that is still coming up.
+    pub async fn open_disk_as(
+        &self,
+        portal: Portal,
+        target: &str,
+        chap: Option<sanshim_initiator::login::ChapConfig>,
+        path: u32,
+        options: DiskOptions,
+    ) -> Result<ScsiDisk, OpenError> {
+        let mut config = LoginConfig::normal(&self.initiator_name, target, self.isid(path));
+        config.proposal = self.proposal();
+        config.chap = chap;
+        ScsiDisk::open(portal, config, self.policy.clone(), options).await
+    }
+
+    /// Opens a discovery session at `portal` with `chap` (not the command line's), for a
+    /// SendTargets of the portals a boot table left out.
+    ///
+    /// # Errors
+    /// The session failure.
+    pub async fn open_discovery_as(
+        &self,
+        portal: &Portal,
+        chap: Option<sanshim_initiator::login::ChapConfig>,
+        path: u32,
+    ) -> Result<SessionHandle, SessionError> {
+        let mut config = LoginConfig::discovery(&self.initiator_name, self.isid(path));
+        config.proposal = self.proposal();
+        config.chap = chap;
+        let session = DiskOptions::default().session_config();
+        transport::open(portal, config, &self.policy, session).await
+    }
+
     /// The ISID for path number `path` of this run.
     pub fn isid(&self, path: u32) -> Isid {
         Isid::random_qualifier(self.isid_seed.wrapping_add(path.wrapping_mul(0x9e37_79b9)))
@@ -164,13 +241,7 @@ impl<'g> Context<'g> {
         };
         ScsiDisk::open(url.portal(), config, self.policy.clone(), options)
             .await
-            .map_err(|e| match e {
-                OpenError::Session(e) => session_failure(e),
-                e @ (OpenError::Inspect(_)
-                | OpenError::NotBlockDevice { .. }
-                | OpenError::BadCapacity { .. }) => Failure::new(exit::SCSI, anyhow!(e)),
-                e => Failure::new(exit::OTHER, anyhow!(e)),
-            })
+            .map_err(open_failure)
     }
 }
 
@@ -325,6 +396,17 @@ pub fn parse_secs(s: &str) -> Result<Duration, String> {
         return Err(format!("{s}: expected 0 <= SECS <= 86400"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Maps a failure to open a disk to the exit code of the contract, with advice.
+pub fn open_failure(e: OpenError) -> Failure {
+    match e {
+        OpenError::Session(e) => session_failure(e),
+        e @ (OpenError::Inspect(_)
+        | OpenError::NotBlockDevice { .. }
+        | OpenError::BadCapacity { .. }) => Failure::new(exit::SCSI, anyhow!(e)),
+        e => Failure::new(exit::OTHER, anyhow!(e)),
+    }
 }
 
 /// Maps a session failure to the exit code of the contract, with advice.

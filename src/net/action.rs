@@ -87,6 +87,7 @@ impl Action {
     }
 
     /// Whether the kernel already had what the action describes.
+    #[cfg(test)]
     pub fn is_already(&self) -> bool {
         self.status == Status::Already
     }

@@ -82,9 +82,13 @@ use std::time::{Duration, Instant};
 use sanshim_ibft::{MacAddr, Nic, Target};
 use tracing::{info, warn};
 
-pub use action::{Action, Change, RouteTo, Status};
+pub use action::{Action, Status};
+#[cfg(test)]
+pub use action::{Change, RouteTo};
 pub use error::NetError;
-pub use subnet::{Subnet, TargetWarning, check_target};
+pub use subnet::check_target;
+#[cfg(test)]
+pub use subnet::{Subnet, TargetWarning};
 
 use kernel::Kernel;
 

@@ -477,7 +477,9 @@ fn checked(cmd: &mut Command) -> String {
 }
 
 /// Network namespaces, links and bridges need root (CAP_NET_ADMIN and CAP_SYS_ADMIN).
-fn require_root() -> Result<(), String> {
+/// Whether we run as root (network namespaces need it); under CI=true, not being root is
+/// a failure.
+pub fn require_root() -> Result<(), String> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let euid = status
         .lines()

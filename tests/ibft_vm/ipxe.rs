@@ -56,11 +56,29 @@ pub struct Boot {
     pub tgtd: Tgtd,
 }
 
+/// Size of the LU iPXE boots from; its backing file holds [`image`].
+pub const IMAGE_BYTES: usize = 8 << 20;
+
+/// The LU's content: pseudo-random bytes (xorshift), the same every run, so the guest's
+/// reads can be checked against it.
+pub fn image() -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut out = Vec::with_capacity(IMAGE_BYTES);
+    while out.len() < IMAGE_BYTES {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
 /// Starts tgtd, boots the scenario and returns what the guest reported.
 pub fn boot(kit: &Kit, initrd: &Path, scenario: &Scenario, dir: &Path) -> Boot {
     let mut tgtd = Tgtd::start();
     tgtd.add_target(1, TARGET_IQN);
-    tgtd.add_file_lun(1, 1, 8 << 20);
+    let backing = tgtd.add_file_lun(1, 1, IMAGE_BYTES as u64);
+    std::fs::write(&backing, image()).expect("write the LU's image");
     let second = free_port();
     tgtd.add_portal(&format!("127.0.0.1:{second}"));
     if scenario.auth != Auth::None {

@@ -78,6 +78,8 @@ pub(crate) struct Shared {
     /// RESET from another nexus left a reset unit attention on (SAM-5 §7.7).
     nexuses: Mutex<std::collections::HashSet<[u8; 6]>>,
     reset_attention: Mutex<std::collections::HashSet<[u8; 6]>>,
+    /// Further SendTargets addresses: the configuration's, then [`FakeTarget::add_address`]'s.
+    extra_addresses: Mutex<Vec<String>>,
 }
 
 impl Shared {
@@ -151,6 +153,7 @@ impl FakeTarget {
         }
         let capacity = usize::try_from(config.capacity())
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "LUN too large"))?;
+        let config_extra = config.extra_addresses.clone();
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let port = listener.local_addr()?.port();
         let shared = Arc::new(Shared {
@@ -167,6 +170,7 @@ impl FakeTarget {
             live: Mutex::default(),
             nexuses: Mutex::default(),
             reset_attention: Mutex::default(),
+            extra_addresses: Mutex::new(config_extra),
         });
         let streams = Arc::new(Streams::default());
         let (conn_shared, conn_streams) = (shared.clone(), streams.clone());
@@ -192,6 +196,12 @@ impl FakeTarget {
             acceptor,
             streams,
         })
+    }
+
+    /// Adds a `TargetAddress` value (`host:port,tpgt`) to the SendTargets answers from now on
+    /// — for a portal known only once the target runs, such as a proxy in front of it.
+    pub fn add_address(&self, address: &str) {
+        lock(&self.shared.extra_addresses).push(address.to_owned());
     }
 
     /// The listening port.

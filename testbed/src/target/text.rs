@@ -69,7 +69,7 @@ impl Connection {
                 format!("127.0.0.1:{},1", self.shared.port),
             ),
         ];
-        for extra in &config.extra_addresses {
+        for extra in super::lock(&self.shared.extra_addresses).iter() {
             pairs.push(("TargetAddress".to_owned(), extra.clone()));
         }
         pairs
