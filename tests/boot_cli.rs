@@ -371,6 +371,62 @@ fn logins_wait_for_a_target_that_comes_up_late() {
     assert!(read_log().contains("attempts="), "{}", read_log());
 }
 
+/// Two table paths, one of them dead at boot time: boot serves over the live one after
+/// `--path-grace`, instead of holding the boot for the dead path's whole login patience.
+#[test]
+fn a_dead_path_at_boot_does_not_hold_the_boot() {
+    let mut t = common::tgtd::Tgtd::start();
+    t.add_target(1, IQN);
+    t.add_file_lun(1, 1, 16 * MIB);
+    let dead = common::tgtd::free_port();
+    let mut ibft = loopback_table(t.port(), None);
+    let mut second = loopback_table(dead, None).targets[0].clone();
+    second.index = 1;
+    ibft.targets.push(second);
+    let dir = tempfile::tempdir().unwrap();
+    let table = write_table(dir.path(), "dead", &ibft, &Layout::default());
+    let (sock, control, log) = (
+        dir.path().join("boot.sock"),
+        dir.path().join("boot.ctl"),
+        dir.path().join("boot.log"),
+    );
+    let started = Instant::now();
+    let mut child = sanshim()
+        .args([
+            "boot",
+            "--no-net",
+            "--no-attach",
+            "--path-grace",
+            "3",
+            "--ibft",
+            &table,
+        ])
+        .arg("--listen")
+        .arg(format!("unix:{}", sock.display()))
+        .arg("--control")
+        .arg(&control)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    if !wait_until(Duration::from_secs(30), || control.exists()) {
+        child.kill().ok();
+        panic!("boot did not come up:\n{}", read_log());
+    }
+    let took = started.elapsed();
+    eprintln!("one dead path: serving after {took:?}");
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    let status = status_json(&control);
+    assert_eq!(status["paths"].as_array().unwrap().len(), 1, "{status}");
+    stop(child, &read_log);
+    assert!(
+        read_log().contains("booting without them"),
+        "{}",
+        read_log()
+    );
+}
+
 /// A wrong CHAP secret in the table: no patient retrying, a clear error naming the path.
 #[test]
 fn a_wrong_secret_fails_at_once() {

@@ -27,6 +27,8 @@ use std::time::Instant;
 
 use anyhow::anyhow;
 use clap::Args;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use sanshim_blockdev::BlockDevice;
 use sanshim_ibft::{Severity, lint};
 use sanshim_mpath::Multipath;
@@ -68,6 +70,11 @@ pub struct BootArgs {
     #[arg(long, value_name = "N", default_value_t = 60,
           value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub login_attempts: u32,
+    /// Once one path logged in, how long the other table paths may still take before the
+    /// boot goes on without them (a dead cable at boot time must not hold the boot for the
+    /// whole patience of its logins).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = super::session::parse_secs)]
+    pub path_grace: std::time::Duration,
     /// Where to serve the NBD export: `unix:PATH` or `tcp:[HOST:]PORT`; repeatable. Default:
     /// `unix:/run/sanshim/boot.sock`.
     #[arg(long, value_name = "ADDR")]
@@ -137,7 +144,12 @@ pub fn run(global: &Global, args: BootArgs) -> Result<ExitCode, Failure> {
         took_ms = started.elapsed().as_millis() as u64,
         "boot table read"
     );
-    let ctx = Context::with_initiator_name(global, plan.initiator.as_deref())?;
+    let mut ctx = Context::with_initiator_name(global, plan.initiator.as_deref())?;
+    // Boot's own patience loop (`--login-attempts`, with backoff) is the one retry loop: each
+    // attempt is a single login, so every failure is reported as it happens (a target that
+    // does not exist yet closes the connection, which the login layer would otherwise retry
+    // quietly for a minute).
+    ctx.policy.busy_retries = 0;
     let rt = super::runtime()?;
     if args.dry_run {
         return rt.block_on(dry_run(&ctx, &args, plan, &nics, &source));
@@ -353,32 +365,51 @@ async fn open(
         attempts: args.login_attempts,
         ..Patience::default()
     };
-    let table: Vec<usize> = (0..plan.paths.len()).collect();
     let mut opened = Vec::new();
     let mut failures = Vec::new();
     let plan_now: &BootPlan = plan;
-    let results = sanshim_blockdev::split::join_all(
-        table
-            .iter()
-            .map(|&i| async move {
-                (
-                    i,
-                    paths::login_patiently(ctx, plan_now, i, options, patience.attempts, &patience)
-                        .await,
-                )
-            })
-            .collect(),
-    )
-    .await;
-    for (i, r) in results {
-        match r {
-            Ok(disk) => opened.push(Opened { path: i, disk }),
+    let mut logins: FuturesUnordered<_> = (0..plan_now.paths.len())
+        .map(|i| async move {
+            let login =
+                paths::login_patiently(ctx, plan_now, i, options, patience.attempts, &patience);
+            (i, login.await)
+        })
+        .collect();
+    // Every login runs until it succeeds or runs out of attempts; once one path is in, the
+    // others get --path-grace more.
+    let mut grace: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match grace {
+            None => logins.next().await,
+            Some(deadline) => match tokio::time::timeout_at(deadline, logins.next()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    let waiting = logins.len();
+                    warn!(
+                        paths = waiting,
+                        grace_s = args.path_grace.as_secs_f32(),
+                        "paths still not logged in; booting without them (run the same \
+                         `sanshim boot` again once they work: it takes the device over)"
+                    );
+                    break;
+                }
+            },
+        };
+        let Some((i, result)) = next else {
+            break;
+        };
+        match result {
+            Ok(disk) => {
+                opened.push(Opened { path: i, disk });
+                grace.get_or_insert_with(|| tokio::time::Instant::now() + args.path_grace);
+            }
             Err(e) => {
                 warn!(error = %e.message(), "path left out");
                 failures.push(e);
             }
         }
     }
+    drop(logins);
     if opened.is_empty() {
         return Err(paths::no_path(failures));
     }
