@@ -6,7 +6,12 @@
 //!  Initramfs::new(payload).module(..).file(..).build(kit, path) ── mkinitramfs ──► cpio
 //!  Vm::kernel(cpio) | Vm::firmware() .arg(..).out_dir(..).run(kit) ── run ──► VmRun
 //!                                                         { status, console, out_dir }
+//!                                     .spawn(kit, netns) ── run --same-group ──► RunningVm
 //! ```
+//!
+//! [`Vm::run`] blocks until the VM stops; [`Vm::spawn`] returns at once with a [`RunningVm`]
+//! whose console can be watched while the guest serves the host (a target, say), and which
+//! kills the VM's process group when dropped.
 //!
 //! Results leave the guest two ways: lines the payload prints on the console (pick a tag and
 //! read them with [`VmRun::records`]; the kernel is quiet, and `echo 1 >
@@ -19,6 +24,7 @@
 #![allow(dead_code)]
 
 use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -348,20 +354,11 @@ impl Vm {
         let _slot = Slot::acquire();
         let tmp = tempfile::NamedTempFile::new().expect("temporary console log");
         let log = self.log.clone().unwrap_or_else(|| tmp.path().to_owned());
-        let mut cmd = kit.script("run");
-        cmd.arg("-k").arg(&kit.kernel).arg("-l").arg(&log);
-        cmd.arg("-t").arg(self.timeout.as_secs().max(1).to_string());
-        cmd.arg("-M").arg(&self.memory);
-        match &self.initrd {
-            Some(initrd) => cmd.arg("-i").arg(initrd).arg("-a").arg(&self.append),
-            None => cmd.arg("--firmware"),
-        };
-        if let Some(dir) = &self.out_dir {
-            cmd.arg("-o").arg(dir);
-        }
-        cmd.arg("--").args(&self.args);
         let start = Instant::now();
-        let output = cmd
+        let output = self
+            .command(kit, &log, None)
+            .arg("--")
+            .args(&self.args)
             .stdout(Stdio::null())
             .output()
             .expect("run scripts/vm/run");
@@ -375,6 +372,130 @@ impl Vm {
             elapsed: start.elapsed(),
             out_dir: self.out_dir.clone(),
         }
+    }
+
+    /// Boots in the background, inside network namespace `netns` when one is given (QEMU's
+    /// user-network port forwards then listen on that namespace's loopback), and returns at
+    /// once. The VM runs in a process group of its own, which [`RunningVm`] kills when dropped;
+    /// it holds one of the per-process VM slots until then.
+    ///
+    /// # Panics
+    /// When the run script cannot be started.
+    pub fn spawn(&self, kit: &Kit, netns: Option<&str>) -> RunningVm {
+        let slot = Slot::acquire();
+        let log = tempfile::NamedTempFile::new().expect("temporary console log");
+        let mut cmd = self.command(kit, log.path(), netns);
+        cmd.arg("--same-group").arg("--").args(&self.args);
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .expect("run scripts/vm/run");
+        RunningVm {
+            child,
+            log,
+            started: Instant::now(),
+            _slot: slot,
+        }
+    }
+
+    /// The `scripts/vm/run` command line of this boot without the QEMU arguments, in `netns`
+    /// when given.
+    fn command(&self, kit: &Kit, log: &Path, netns: Option<&str>) -> Command {
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(kit.scripts.join("run"));
+                cmd.stdin(Stdio::null());
+                cmd
+            }
+            None => kit.script("run"),
+        };
+        cmd.arg("-k").arg(&kit.kernel).arg("-l").arg(log);
+        cmd.arg("-t").arg(self.timeout.as_secs().max(1).to_string());
+        cmd.arg("-M").arg(&self.memory);
+        match &self.initrd {
+            Some(initrd) => cmd.arg("-i").arg(initrd).arg("-a").arg(&self.append),
+            None => cmd.arg("--firmware"),
+        };
+        if let Some(dir) = &self.out_dir {
+            cmd.arg("-o").arg(dir);
+        }
+        cmd
+    }
+}
+
+/// A VM booted by [`Vm::spawn`]: its console can be read while it runs; dropping it kills
+/// the VM's process group (the run script, `timeout` and QEMU).
+pub struct RunningVm {
+    child: std::process::Child,
+    log: tempfile::NamedTempFile,
+    started: Instant,
+    _slot: Slot,
+}
+
+impl RunningVm {
+    /// The console log so far, `\r` removed.
+    pub fn console(&self) -> String {
+        let raw = std::fs::read(self.log.path()).unwrap_or_default();
+        String::from_utf8_lossy(&raw).replace('\r', "")
+    }
+
+    /// Waits until a console line equals `line`, up to `limit`.
+    ///
+    /// # Errors
+    /// The console's tail, when the VM stopped or `limit` passed first.
+    pub fn wait_for_line(&mut self, line: &str, limit: Duration) -> Result<Duration, String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.console().lines().any(|l| l == line) {
+                return Ok(self.started.elapsed());
+            }
+            let stopped = matches!(self.child.try_wait(), Ok(Some(_)));
+            if stopped || Instant::now() >= deadline {
+                let why = if stopped {
+                    "the VM stopped"
+                } else {
+                    "timed out"
+                };
+                return Err(format!(
+                    "{why} after {:?} before printing {line:?}; console tail:\n{}",
+                    self.started.elapsed(),
+                    self.console_tail(60)
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The last `n` console lines.
+    pub fn console_tail(&self, n: usize) -> String {
+        let console = self.console();
+        let lines: Vec<&str> = console.lines().collect();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
+    /// The file the console is written to.
+    pub fn log_path(&self) -> &Path {
+        self.log.path()
+    }
+
+    /// How long ago the VM was started.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+}
+
+impl Drop for RunningVm {
+    fn drop(&mut self) {
+        // The child leads its process group (process_group(0)): its pid is the group id.
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
+        let _ = self.child.wait();
     }
 }
 
