@@ -1,6 +1,6 @@
 //! Login policy against a scripted portal in front of a real tgtd: redirections are followed
 //! (and bounded), a busy target is retried with backoff (and bounded), a silent portal costs a
-//! bounded time.
+//! bounded time; discovery falls back from refused session credentials to none, and says so.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -121,6 +121,94 @@ fn a_silent_portal_costs_a_bounded_time() {
     assert!(elapsed < Duration::from_secs(40), "gave up in {elapsed:?}");
     assert!(
         out.stderr.contains("no PDU") || out.stderr.contains("within"),
+        "{}",
+        out.stderr
+    );
+}
+
+fn discover(port: u16, args: &[&str], env: &[(&str, &str)]) -> common::RunResult {
+    let mut cmd = sanshim();
+    cmd.arg("-v").args(args);
+    cmd.args(["discover", "--json", &format!("127.0.0.1:{port}")]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
+/// A portal that refuses our target credentials for discovery (as LIO does when it protects
+/// targets but has no discovery secret) is asked again without authentication; the log says
+/// which credentials were used. Discovery credentials given apart are offered alone.
+#[test]
+fn discovery_falls_back_to_no_authentication_and_says_so() {
+    let Some(t) = target() else { return };
+    let address = format!("127.0.0.1:{},1", t.port());
+    let refused = Reply::Status(LoginStatus::AUTHENTICATION_FAILURE, None);
+    let creds = ["--chap-user", "someone"];
+    let secret = [("SANSHIM_CHAP_SECRET", "a-target-secret")];
+
+    let portal = MockPortal::start(vec![
+        refused.clone(),
+        Reply::Status(LoginStatus::TARGET_MOVED_TEMPORARILY, Some(address)),
+    ]);
+    let out = discover(portal.port(), &creds, &secret);
+    out.expect_code(0);
+    assert_eq!(out.json()["portals"][0]["targets"][0]["name"], IQN);
+    assert!(
+        out.stderr
+            .contains("refused our CHAP credentials for discovery; trying without authentication"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("discovery session logged in") && out.stderr.contains("auth=\"none\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(portal.connections(), 2, "CHAP, then none");
+
+    // Refused both ways: exit 4, naming what was tried and the option to give.
+    let portal = MockPortal::start(vec![refused.clone()]);
+    let out = discover(portal.port(), &creds, &secret);
+    out.expect_code(4);
+    assert!(
+        out.stderr
+            .contains("tried the --chap-user credentials, then no authentication")
+            && out.stderr.contains("--discovery-chap-user"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(portal.connections(), 2);
+
+    // Discovery credentials are offered alone: refused means refused, no fallback.
+    let portal = MockPortal::start(vec![refused]);
+    let out = discover(
+        portal.port(),
+        &["--discovery-chap-user", "finder"],
+        &[("SANSHIM_DISCOVERY_CHAP_SECRET", "a-discovery-secret")],
+    );
+    out.expect_code(4);
+    assert_eq!(portal.connections(), 1);
+    assert!(
+        out.stderr.contains("the discovery CHAP credentials"),
+        "{}",
+        out.stderr
+    );
+    for secret in ["a-target-secret", "a-discovery-secret"] {
+        assert!(!out.stderr.contains(secret));
+    }
+
+    // Against tgtd itself (its discovery takes no authentication: it answers AuthMethod=None
+    // to our CHAP offer) the log says none was used.
+    let out = discover(t.port(), &creds, &secret);
+    out.expect_code(0);
+    assert!(out.stderr.contains("auth=\"none\""), "{}", out.stderr);
+
+    // A discovery name without its secret is a usage error.
+    let out = discover(t.port(), &["--discovery-chap-user", "finder"], &[]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("SANSHIM_DISCOVERY_CHAP_SECRET"),
         "{}",
         out.stderr
     );
