@@ -213,3 +213,101 @@ fn discovery_falls_back_to_no_authentication_and_says_so() {
         out.stderr
     );
 }
+
+/// `discover --luns` tries every portal a target lists — one that refuses the connection and
+/// one that never answers it (a listener whose accept queue is full drops the SYN, as a
+/// portal behind NAT that lists its inside address looks from outside) — marks both
+/// unreachable within its bounded probe time and lists the LUNs through the portal asked.
+#[test]
+fn discover_luns_passes_over_listed_portals_it_cannot_reach() {
+    let target = sanshim_testbed::FakeTarget::start(sanshim_testbed::TargetConfig {
+        iqn: IQN.into(),
+        block_count: 2048,
+        ..sanshim_testbed::TargetConfig::default()
+    });
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (silent, silent_port) = full_listener();
+    let _queued = std::net::TcpStream::connect(("127.0.0.1", silent_port)).unwrap();
+    target.add_address(&format!("127.0.0.1:{closed_port},1"));
+    target.add_address(&format!("127.0.0.1:{silent_port},1"));
+
+    let started = Instant::now();
+    let out = run(sanshim().args([
+        "-v",
+        "discover",
+        "--luns",
+        "--json",
+        &format!("127.0.0.1:{}", target.port()),
+    ]));
+    let took = started.elapsed();
+    drop(silent);
+    out.expect_code(0);
+    let doc = out.json();
+    let listed = &doc["portals"][0]["targets"][0];
+    let entry = |port: u16| {
+        listed["portals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"] == port)
+            .unwrap_or_else(|| panic!("port {port} listed: {listed}"))
+            .clone()
+    };
+    assert_eq!(entry(target.port())["reachable"], true, "{listed}");
+    for port in [closed_port, silent_port] {
+        assert_eq!(entry(port)["reachable"], false, "{listed}");
+        assert!(entry(port)["error"].is_string(), "{listed}");
+    }
+    let luns = listed["luns"].as_array().unwrap();
+    assert!(!luns.is_empty(), "the LUNs are listed: {listed}");
+    assert!(
+        took < Duration::from_secs(12),
+        "the silent portal costs the 3 s probe, not TCP's minutes: {took:?}"
+    );
+    assert!(
+        out.stderr.contains("listed portal not reachable from here"),
+        "{}",
+        out.stderr
+    );
+    // Human output marks them too.
+    let out = run(sanshim().args([
+        "discover",
+        "--luns",
+        &format!("127.0.0.1:{}", target.port()),
+    ]));
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains(&format!(
+            "127.0.0.1:{closed_port},1  (unreachable from here"
+        )),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A loopback listener with an accept queue of one, filled by the caller's first connection:
+/// further connection attempts go unanswered.
+fn full_listener() -> (std::os::fd::OwnedFd, u16) {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, getsockname, listen, socket,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::new(127, 0, 0, 1, 0),
+    )
+    .unwrap();
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let port = getsockname::<SockaddrIn>(std::os::fd::AsRawFd::as_raw_fd(&fd))
+        .unwrap()
+        .port();
+    (fd, port)
+}
