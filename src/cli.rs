@@ -38,6 +38,22 @@ pub struct Global {
     /// File holding the mutual CHAP secret (first line).
     #[arg(long, global = true, value_name = "FILE")]
     pub mutual_secret_file: Option<PathBuf>,
+    /// CHAP name for discovery sessions (SendTargets), for portals whose discovery
+    /// credentials differ from the targets'; the secret comes from
+    /// $SANSHIM_DISCOVERY_CHAP_SECRET or --discovery-chap-secret-file. Without it, discovery
+    /// offers --chap-user's credentials, then none.
+    #[arg(long, global = true, value_name = "USER")]
+    pub discovery_chap_user: Option<String>,
+    /// File holding the discovery CHAP secret (first line).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub discovery_chap_secret_file: Option<PathBuf>,
+    /// Name the portal must prove in discovery sessions (mutual CHAP); the secret comes from
+    /// $SANSHIM_DISCOVERY_MUTUAL_SECRET or --discovery-mutual-secret-file.
+    #[arg(long, global = true, value_name = "USER")]
+    pub discovery_mutual_user: Option<String>,
+    /// File holding the discovery mutual CHAP secret (first line).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub discovery_mutual_secret_file: Option<PathBuf>,
     /// Header digest to negotiate.
     #[arg(long, global = true, value_enum, default_value_t = DigestChoice::PreferCrc32c)]
     pub header_digest: DigestChoice,

@@ -13,6 +13,10 @@ use crate::cli::Global;
 pub const CHAP_SECRET_ENV: &str = "SANSHIM_CHAP_SECRET";
 /// Environment variable holding the secret the target proves itself with (mutual CHAP).
 pub const MUTUAL_SECRET_ENV: &str = "SANSHIM_MUTUAL_SECRET";
+/// Environment variable holding our CHAP secret for discovery sessions.
+pub const DISCOVERY_CHAP_SECRET_ENV: &str = "SANSHIM_DISCOVERY_CHAP_SECRET";
+/// Environment variable holding the secret a portal proves itself with in discovery.
+pub const DISCOVERY_MUTUAL_SECRET_ENV: &str = "SANSHIM_DISCOVERY_MUTUAL_SECRET";
 
 /// CHAP credentials from a URL's user part (`iscsi://USER%SECRET@...`).
 pub struct UrlCredentials<'a> {
@@ -43,25 +47,97 @@ pub fn chap_config(global: &Global, url: UrlCredentials<'_>) -> Result<Option<Ch
         None => read_secret(global.chap_secret_file.as_deref(), CHAP_SECRET_ENV)?,
     };
     let mutual_secret = read_secret(global.mutual_secret_file.as_deref(), MUTUAL_SECRET_ENV)?;
+    assemble(
+        Names {
+            user: "--chap-user",
+            secret: CHAP_SECRET_ENV,
+            secret_file: "--chap-secret-file",
+            mutual: "--mutual-user",
+            mutual_secret: MUTUAL_SECRET_ENV,
+            mutual_file: "--mutual-secret-file",
+        },
+        user,
+        secret,
+        global.mutual_user.clone(),
+        mutual_secret,
+    )
+}
+
+/// The credentials for discovery sessions given apart from the targets' (open-iscsi's
+/// `discovery.sendtargets.auth.*`): `--discovery-chap-user` with its secret, and optionally
+/// `--discovery-mutual-user`. `None` when no discovery name was given.
+///
+/// # Errors
+/// As [`chap_config`].
+pub fn discovery_chap_config(global: &Global) -> Result<Option<ChapConfig>> {
+    let secret = read_secret(
+        global.discovery_chap_secret_file.as_deref(),
+        DISCOVERY_CHAP_SECRET_ENV,
+    )?;
+    let mutual_secret = read_secret(
+        global.discovery_mutual_secret_file.as_deref(),
+        DISCOVERY_MUTUAL_SECRET_ENV,
+    )?;
+    assemble(
+        Names {
+            user: "--discovery-chap-user",
+            secret: DISCOVERY_CHAP_SECRET_ENV,
+            secret_file: "--discovery-chap-secret-file",
+            mutual: "--discovery-mutual-user",
+            mutual_secret: DISCOVERY_MUTUAL_SECRET_ENV,
+            mutual_file: "--discovery-mutual-secret-file",
+        },
+        global.discovery_chap_user.clone(),
+        secret,
+        global.discovery_mutual_user.clone(),
+        mutual_secret,
+    )
+}
+
+/// The option and variable names of one set of credentials, for the error messages.
+struct Names {
+    user: &'static str,
+    secret: &'static str,
+    secret_file: &'static str,
+    mutual: &'static str,
+    mutual_secret: &'static str,
+    mutual_file: &'static str,
+}
+
+fn assemble(
+    names: Names,
+    user: Option<String>,
+    secret: Option<Secret>,
+    mutual_user: Option<String>,
+    mutual_secret: Option<Secret>,
+) -> Result<Option<ChapConfig>> {
     let Some(user) = user else {
-        if global.mutual_user.is_some() {
-            bail!("--mutual-user needs one-way CHAP too: give --chap-user");
+        if mutual_user.is_some() {
+            bail!(
+                "{} needs one-way CHAP too: give {}",
+                names.mutual,
+                names.user
+            );
         }
         return Ok(None);
     };
     let Some(secret) = secret else {
         bail!(
-            "CHAP user {user:?} has no secret: set ${CHAP_SECRET_ENV} or --chap-secret-file FILE"
+            "CHAP user {user:?} has no secret: set ${} or {} FILE",
+            names.secret,
+            names.secret_file
         );
     };
     let mut config = ChapConfig::new(user, secret);
-    if let Some(mutual_user) = &global.mutual_user {
+    if let Some(mutual_user) = mutual_user {
         let Some(mutual_secret) = mutual_secret else {
             bail!(
-                "mutual CHAP user {mutual_user:?} has no secret: set ${MUTUAL_SECRET_ENV} or --mutual-secret-file FILE"
+                "mutual CHAP user {mutual_user:?} has no secret: set ${} or {} FILE",
+                names.mutual_secret,
+                names.mutual_file
             );
         };
-        config.mutual = Some((mutual_user.clone(), mutual_secret));
+        config.mutual = Some((mutual_user, mutual_secret));
     }
     config.validate().context("CHAP configuration")?;
     Ok(Some(config))

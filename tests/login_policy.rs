@@ -1,6 +1,6 @@
 //! Login policy against a scripted portal in front of a real tgtd: redirections are followed
 //! (and bounded), a busy target is retried with backoff (and bounded), a silent portal costs a
-//! bounded time.
+//! bounded time; discovery falls back from refused session credentials to none, and says so.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -124,4 +124,190 @@ fn a_silent_portal_costs_a_bounded_time() {
         "{}",
         out.stderr
     );
+}
+
+fn discover(port: u16, args: &[&str], env: &[(&str, &str)]) -> common::RunResult {
+    let mut cmd = sanshim();
+    cmd.arg("-v").args(args);
+    cmd.args(["discover", "--json", &format!("127.0.0.1:{port}")]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run(&mut cmd)
+}
+
+/// A portal that refuses our target credentials for discovery (as LIO does when it protects
+/// targets but has no discovery secret) is asked again without authentication; the log says
+/// which credentials were used. Discovery credentials given apart are offered alone.
+#[test]
+fn discovery_falls_back_to_no_authentication_and_says_so() {
+    let Some(t) = target() else { return };
+    let address = format!("127.0.0.1:{},1", t.port());
+    let refused = Reply::Status(LoginStatus::AUTHENTICATION_FAILURE, None);
+    let creds = ["--chap-user", "someone"];
+    let secret = [("SANSHIM_CHAP_SECRET", "a-target-secret")];
+
+    let portal = MockPortal::start(vec![
+        refused.clone(),
+        Reply::Status(LoginStatus::TARGET_MOVED_TEMPORARILY, Some(address)),
+    ]);
+    let out = discover(portal.port(), &creds, &secret);
+    out.expect_code(0);
+    assert_eq!(out.json()["portals"][0]["targets"][0]["name"], IQN);
+    assert!(
+        out.stderr
+            .contains("refused our CHAP credentials for discovery; trying without authentication"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("discovery session logged in") && out.stderr.contains("auth=\"none\""),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(portal.connections(), 2, "CHAP, then none");
+
+    // Refused both ways: exit 4, naming what was tried and the option to give.
+    let portal = MockPortal::start(vec![refused.clone()]);
+    let out = discover(portal.port(), &creds, &secret);
+    out.expect_code(4);
+    assert!(
+        out.stderr
+            .contains("tried the --chap-user credentials, then no authentication")
+            && out.stderr.contains("--discovery-chap-user"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(portal.connections(), 2);
+
+    // Discovery credentials are offered alone: refused means refused, no fallback.
+    let portal = MockPortal::start(vec![refused]);
+    let out = discover(
+        portal.port(),
+        &["--discovery-chap-user", "finder"],
+        &[("SANSHIM_DISCOVERY_CHAP_SECRET", "a-discovery-secret")],
+    );
+    out.expect_code(4);
+    assert_eq!(portal.connections(), 1);
+    assert!(
+        out.stderr.contains("the discovery CHAP credentials"),
+        "{}",
+        out.stderr
+    );
+    for secret in ["a-target-secret", "a-discovery-secret"] {
+        assert!(!out.stderr.contains(secret));
+    }
+
+    // Against tgtd itself (its discovery takes no authentication: it answers AuthMethod=None
+    // to our CHAP offer) the log says none was used.
+    let out = discover(t.port(), &creds, &secret);
+    out.expect_code(0);
+    assert!(out.stderr.contains("auth=\"none\""), "{}", out.stderr);
+
+    // A discovery name without its secret is a usage error.
+    let out = discover(t.port(), &["--discovery-chap-user", "finder"], &[]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("SANSHIM_DISCOVERY_CHAP_SECRET"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `discover --luns` tries every portal a target lists — one that refuses the connection and
+/// one that never answers it (a listener whose accept queue is full drops the SYN, as a
+/// portal behind NAT that lists its inside address looks from outside) — marks both
+/// unreachable within its bounded probe time and lists the LUNs through the portal asked.
+#[test]
+fn discover_luns_passes_over_listed_portals_it_cannot_reach() {
+    let target = sanshim_testbed::FakeTarget::start(sanshim_testbed::TargetConfig {
+        iqn: IQN.into(),
+        block_count: 2048,
+        ..sanshim_testbed::TargetConfig::default()
+    });
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let (silent, silent_port) = full_listener();
+    let _queued = std::net::TcpStream::connect(("127.0.0.1", silent_port)).unwrap();
+    target.add_address(&format!("127.0.0.1:{closed_port},1"));
+    target.add_address(&format!("127.0.0.1:{silent_port},1"));
+
+    let started = Instant::now();
+    let out = run(sanshim().args([
+        "-v",
+        "discover",
+        "--luns",
+        "--json",
+        &format!("127.0.0.1:{}", target.port()),
+    ]));
+    let took = started.elapsed();
+    drop(silent);
+    out.expect_code(0);
+    let doc = out.json();
+    let listed = &doc["portals"][0]["targets"][0];
+    let entry = |port: u16| {
+        listed["portals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"] == port)
+            .unwrap_or_else(|| panic!("port {port} listed: {listed}"))
+            .clone()
+    };
+    assert_eq!(entry(target.port())["reachable"], true, "{listed}");
+    for port in [closed_port, silent_port] {
+        assert_eq!(entry(port)["reachable"], false, "{listed}");
+        assert!(entry(port)["error"].is_string(), "{listed}");
+    }
+    let luns = listed["luns"].as_array().unwrap();
+    assert!(!luns.is_empty(), "the LUNs are listed: {listed}");
+    assert!(
+        took < Duration::from_secs(12),
+        "the silent portal costs the 3 s probe, not TCP's minutes: {took:?}"
+    );
+    assert!(
+        out.stderr.contains("listed portal not reachable from here"),
+        "{}",
+        out.stderr
+    );
+    // Human output marks them too.
+    let out = run(sanshim().args([
+        "discover",
+        "--luns",
+        &format!("127.0.0.1:{}", target.port()),
+    ]));
+    out.expect_code(0);
+    assert!(
+        out.stdout.contains(&format!(
+            "127.0.0.1:{closed_port},1  (unreachable from here"
+        )),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A loopback listener with an accept queue of one, filled by the caller's first connection:
+/// further connection attempts go unanswered.
+fn full_listener() -> (std::os::fd::OwnedFd, u16) {
+    use nix::sys::socket::{
+        AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, bind, getsockname, listen, socket,
+    };
+    let fd = socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::empty(),
+        None,
+    )
+    .unwrap();
+    bind(
+        std::os::fd::AsRawFd::as_raw_fd(&fd),
+        &SockaddrIn::new(127, 0, 0, 1, 0),
+    )
+    .unwrap();
+    listen(&fd, Backlog::new(0).unwrap()).unwrap();
+    let port = getsockname::<SockaddrIn>(std::os::fd::AsRawFd::as_raw_fd(&fd))
+        .unwrap()
+        .port();
+    (fd, port)
 }

@@ -2,6 +2,7 @@
 //! each portal; with `--luns`, log in to every target found and list its LUNs.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::anyhow;
 use clap::Args;
@@ -9,6 +10,8 @@ use sanshim_initiator::discovery::{self, DiscoveredTarget};
 use sanshim_initiator::inspect;
 use sanshim_initiator::portal::Portal;
 use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tracing::info;
 
 use super::ls::{human, inspect_failure, lun_json};
 use super::session::Context;
@@ -38,7 +41,7 @@ pub fn run(global: &Global, args: DiscoverArgs) -> Result<ExitCode, Failure> {
     let mut path = 0u32;
     for p in &args.portals {
         let portal = parse_portal(p)?;
-        let session = rt.block_on(ctx.open_session(&portal, None, no_creds(), path))?;
+        let session = rt.block_on(ctx.open_discovery(&portal, path))?;
         path += 1;
         let targets = rt.block_on(async {
             let targets = discovery::send_targets(&session).await;
@@ -51,7 +54,17 @@ pub fn run(global: &Global, args: DiscoverArgs) -> Result<ExitCode, Failure> {
         for target in &targets {
             let mut t = target_json(target);
             if args.luns {
-                t["luns"] = Value::Array(rt.block_on(luns_of(&ctx, &portal, target, path))?);
+                let reachable = rt.block_on(probe_portals(&portal, target));
+                if let Some(listed) = t["portals"].as_array_mut() {
+                    for (entry, result) in listed.iter_mut().zip(&reachable) {
+                        entry["reachable"] = json!(result.is_ok());
+                        if let Err(why) = result {
+                            entry["error"] = json!(why);
+                        }
+                    }
+                }
+                let candidates = login_candidates(&portal, target, &reachable);
+                t["luns"] = Value::Array(rt.block_on(luns_of(&ctx, &candidates, target, path))?);
                 path += 1;
             }
             list.push(t);
@@ -64,6 +77,53 @@ pub fn run(global: &Global, args: DiscoverArgs) -> Result<ExitCode, Failure> {
         print!("{}", render(&portals));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How long a listed portal gets to accept a TCP connection.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Tries a TCP connection to each portal `target` lists, all at once, each bounded by
+/// [`PROBE_TIMEOUT`]. Targets behind NAT or port forwarding (LIO lists the addresses it
+/// listens on, which may be a VM's or a container's own) list portals that cannot be reached
+/// from here; those are reported and passed over. The portal asked answered already.
+async fn probe_portals(asked: &Portal, target: &DiscoveredTarget) -> Vec<Result<(), String>> {
+    let probes = target.portals.iter().map(|a| async move {
+        if a.portal == *asked {
+            return Ok(());
+        }
+        let address = (a.portal.host.as_str(), a.portal.port);
+        let result = match tokio::time::timeout(PROBE_TIMEOUT, TcpStream::connect(address)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer in {PROBE_TIMEOUT:?}")),
+        };
+        if let Err(why) = &result {
+            info!(
+                portal = %a.portal,
+                target = %target.name,
+                error = %why,
+                "listed portal not reachable from here; passed over (a target behind NAT lists its own addresses)"
+            );
+        }
+        result
+    });
+    futures_util::future::join_all(probes).await
+}
+
+/// Where to log in to `target` to list its LUNs: the portal asked first (it answered), then
+/// each listed portal that accepted a connection.
+fn login_candidates(
+    asked: &Portal,
+    target: &DiscoveredTarget,
+    reachable: &[Result<(), String>],
+) -> Vec<Portal> {
+    let mut candidates = vec![asked.clone()];
+    for (a, result) in target.portals.iter().zip(reachable) {
+        if result.is_ok() && !candidates.contains(&a.portal) {
+            candidates.push(a.portal.clone());
+        }
+    }
+    candidates
 }
 
 fn no_creds() -> UrlCredentials<'static> {
@@ -97,34 +157,52 @@ fn target_json(t: &DiscoveredTarget) -> Value {
     json!({ "name": t.name, "portals": portals })
 }
 
-/// Logs in to `target` through the portal we discovered it on and lists its LUNs.
+/// Logs in to `target` through the first of `portals` that takes the login and lists its
+/// LUNs; the first failure is returned when none does.
 async fn luns_of(
     ctx: &Context<'_>,
-    portal: &Portal,
+    portals: &[Portal],
     target: &DiscoveredTarget,
     path: u32,
 ) -> Result<Vec<Value>, Failure> {
-    let session = ctx
-        .open_session(portal, Some(&target.name), no_creds(), path)
-        .await?;
-    let listed = async {
-        let luns = inspect::report_luns(&session)
+    let mut first_failure = None;
+    for portal in portals {
+        let session = match ctx
+            .open_session(portal, Some(&target.name), no_creds(), path)
             .await
-            .map_err(inspect_failure)?;
-        let mut out = Vec::new();
-        for lun in luns {
-            let report = inspect::inspect(&session, lun)
+        {
+            Ok(session) => session,
+            Err(failure) => {
+                info!(portal = %portal, target = %target.name, error = %failure.message(), "cannot log in here to list the LUNs");
+                first_failure.get_or_insert(failure);
+                continue;
+            }
+        };
+        let listed = async {
+            let luns = inspect::report_luns(&session)
                 .await
                 .map_err(inspect_failure)?;
-            let number = lun.number().unwrap_or(lun.raw());
-            let url = format!("iscsi://{portal}/{}/{number}", target.name);
-            out.push(lun_json(&url, &session, &report));
+            let mut out = Vec::new();
+            for lun in luns {
+                let report = inspect::inspect(&session, lun)
+                    .await
+                    .map_err(inspect_failure)?;
+                let number = lun.number().unwrap_or(lun.raw());
+                let url = format!("iscsi://{portal}/{}/{number}", target.name);
+                out.push(lun_json(&url, &session, &report));
+            }
+            Ok(out)
         }
-        Ok(out)
+        .await;
+        session.close().await;
+        return listed;
     }
-    .await;
-    session.close().await;
-    listed
+    Err(first_failure.unwrap_or_else(|| {
+        Failure::new(
+            exit::OTHER,
+            anyhow!("{}: no portal to log in to", target.name),
+        )
+    }))
 }
 
 fn render(portals: &[Value]) -> String {
@@ -144,7 +222,14 @@ fn render(portals: &[Value]) -> String {
                     .as_u64()
                     .map(|t| format!(",{t}"))
                     .unwrap_or_default();
-                out.push_str(&format!("    {host}:{}{tpgt}\n", a["port"]));
+                let note = match a["reachable"].as_bool() {
+                    Some(false) => format!(
+                        "  (unreachable from here: {})",
+                        a["error"].as_str().unwrap_or("-")
+                    ),
+                    _ => String::new(),
+                };
+                out.push_str(&format!("    {host}:{}{tpgt}{note}\n", a["port"]));
             }
             if let Some(luns) = t["luns"].as_array() {
                 for line in human(luns).lines() {

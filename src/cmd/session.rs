@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use clap::Args;
 use sanshim_initiator::disk::{DiskOptions, OpenError, ScsiDisk};
-use sanshim_initiator::login::{DigestPref, LoginConfig, Proposal};
+use sanshim_initiator::login::{ChapConfig, DigestPref, LoginConfig, Proposal};
 use sanshim_initiator::name::{IscsiName, read_default_initiator_name};
 use sanshim_initiator::portal::Portal;
 use sanshim_initiator::transport::{self, LoginPolicy, SessionError, SessionHandle};
@@ -148,6 +148,94 @@ impl<'g> Context<'g> {
         config.chap = chap;
         let session = DiskOptions::default().session_config();
         transport::open(portal, config, &self.policy, session).await
+    }
+
+    /// Opens a discovery session at `portal` for `sanshim discover`, with the credentials a
+    /// user expects to work whether or not the portal protects discovery: the discovery
+    /// credentials (`--discovery-chap-user`) alone when given; else the session credentials
+    /// (`--chap-user`) and, if the portal refuses them, no authentication (many portals, LIO's
+    /// among them, protect targets but not discovery, and fail a CHAP login for discovery
+    /// when no discovery secret is set); else none. Logs which one was used.
+    ///
+    /// # Errors
+    /// Unusable credentials (2), the portal unreachable (3), every offer refused (4, saying
+    /// what was tried and what to give), or another login failure.
+    pub async fn open_discovery(
+        &self,
+        portal: &Portal,
+        path: u32,
+    ) -> Result<SessionHandle, Failure> {
+        let usage = |e| Failure::new(exit::USAGE, e);
+        let no_url = || UrlCredentials {
+            user: None,
+            secret: None,
+        };
+        let offers: Vec<(&'static str, Option<ChapConfig>)> =
+            match creds::discovery_chap_config(self.global).map_err(usage)? {
+                Some(chap) => vec![("discovery-chap", Some(chap))],
+                None => match creds::chap_config(self.global, no_url()).map_err(usage)? {
+                    Some(chap) => vec![("session-chap", Some(chap)), ("none", None)],
+                    None => vec![("none", None)],
+                },
+            };
+        let count = offers.len();
+        let mut tried = Vec::new();
+        for (i, (auth, chap)) in offers.into_iter().enumerate() {
+            let mutual = chap.as_ref().is_some_and(|c| c.mutual.is_some());
+            let mut config = LoginConfig::discovery(&self.initiator_name, self.isid(path));
+            config.proposal = self.proposal();
+            config.chap = chap;
+            let session = DiskOptions::default().session_config();
+            match transport::open(portal, config, &self.policy, session).await {
+                Ok(handle) => {
+                    // The portal may have chosen AuthMethod=None over our CHAP offer.
+                    let auth = if handle.established().chap_algorithm.is_some() {
+                        auth
+                    } else {
+                        "none"
+                    };
+                    info!(%portal, auth, "discovery session logged in");
+                    return Ok(handle);
+                }
+                Err(e) if e.is_refusal() && i + 1 < count => {
+                    warn!(
+                        %portal,
+                        error = %e,
+                        "the portal refused our CHAP credentials for discovery; trying without authentication (its discovery may be unprotected; give --discovery-chap-user if its discovery secret differs)"
+                    );
+                    if mutual {
+                        warn!(%portal, "the SendTargets answer will not be authenticated (target logins still use mutual CHAP)");
+                    }
+                    tried.push(auth);
+                }
+                Err(e) if e.is_refusal() => {
+                    tried.push(auth);
+                    let what = tried
+                        .iter()
+                        .map(|a| match *a {
+                            "discovery-chap" => "the discovery CHAP credentials",
+                            "session-chap" => "the --chap-user credentials",
+                            _ => "no authentication",
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", then ");
+                    let advice = if auth == "discovery-chap" {
+                        "check --discovery-chap-user and its secret ($SANSHIM_DISCOVERY_CHAP_SECRET or --discovery-chap-secret-file), and the initiator name the portal allows"
+                    } else {
+                        "the portal protects discovery: give its discovery credentials with --discovery-chap-user and $SANSHIM_DISCOVERY_CHAP_SECRET (or --discovery-chap-secret-file)"
+                    };
+                    return Err(Failure::new(
+                        exit::LOGIN_REFUSED,
+                        anyhow!("discovery at {portal}: tried {what}: {e} ({advice})"),
+                    ));
+                }
+                Err(e) => return Err(session_failure(e)),
+            }
+        }
+        Err(Failure::new(
+            exit::OTHER,
+            anyhow!("discovery at {portal}: no credentials to offer"),
+        ))
     }
 
     /// The ISID for path number `path` of this run.

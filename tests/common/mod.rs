@@ -52,7 +52,9 @@ pub fn sanshim() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sanshim"));
     // Tests must not pick up the machine's own initiator name or secrets by accident.
     cmd.env_remove("SANSHIM_CHAP_SECRET")
-        .env_remove("SANSHIM_MUTUAL_SECRET");
+        .env_remove("SANSHIM_MUTUAL_SECRET")
+        .env_remove("SANSHIM_DISCOVERY_CHAP_SECRET")
+        .env_remove("SANSHIM_DISCOVERY_MUTUAL_SECRET");
     cmd.env_remove("RUST_LOG");
     cmd
 }

@@ -198,9 +198,18 @@ async fn send_targets(
     }
     let mut last = None;
     for chap in offers {
+        let auth = if chap.is_some() { "table-chap" } else { "none" };
         let login = ctx.open_discovery_as(portal, chap, 1000 + path as u32);
         let session = match tokio::time::timeout(DISCOVERY_TIMEOUT, login).await {
-            Ok(Ok(s)) => s,
+            Ok(Ok(s)) => {
+                let auth = if s.established().chap_algorithm.is_some() {
+                    auth
+                } else {
+                    "none"
+                };
+                info!(portal = %portal, auth, "discovery session logged in");
+                s
+            }
             // Refused: perhaps discovery wants other credentials (or none); try the next.
             Ok(Err(e)) if e.is_refusal() => {
                 last = Some(e.to_string());
