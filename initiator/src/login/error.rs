@@ -60,8 +60,9 @@ pub enum LoginError {
         /// The status the target sent.
         status: LoginStatus,
     },
-    /// The target accepted none of the AuthMethods we offered (it answered `Reject`), e.g.
-    /// it requires CHAP and none is configured.
+    /// The target accepted none of the AuthMethods we offered (it answered `Reject`, or
+    /// closed a discovery login in answer to `None` alone, as LIO does), e.g. it requires
+    /// CHAP and none is configured.
     #[error("target refused AuthMethod={offered}{}",
         if *offered == "None" { " (it requires authentication: configure CHAP)" } else { "" })]
     AuthMethodRejected {

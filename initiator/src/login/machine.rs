@@ -159,13 +159,25 @@ impl Login {
     /// Reports that the connection closed. Ends the login unless it already has an outcome.
     ///
     /// A close while our CHAP_A list was outstanding is reported as
-    /// [`LoginError::ChapAlgorithmsRejected`]: some targets drop the connection on a list.
+    /// [`LoginError::ChapAlgorithmsRejected`]: some targets drop the connection on a list. A
+    /// discovery login closed in answer to our offer of `AuthMethod=None` alone is
+    /// [`LoginError::AuthMethodRejected`]: LIO closes the connection, without a response, when
+    /// it enforces discovery authentication (RFC 7143 asks for `AuthMethod=Reject`), and
+    /// trying again cannot help. A normal login closed there stays a lost connection, to be
+    /// retried: LIO does the same when a TPG requires CHAP, but tgt closes it too when the
+    /// target does not exist (yet), as while a SAN comes up.
     pub fn handle_close(&mut self) {
         if self.finished {
             return;
         }
+        let refused_none = matches!(self.auth, Auth::AwaitMethod)
+            && self.config.chap.is_none()
+            && self.config.session_type == SessionType::Discovery;
         let error = match self.in_flight {
             Some(flags) if flags.chap_list => LoginError::ChapAlgorithmsRejected { status: None },
+            Some(_) if refused_none => LoginError::AuthMethodRejected {
+                offered: self.auth_offer(),
+            },
             _ => LoginError::ConnectionClosed,
         };
         self.fail(error);

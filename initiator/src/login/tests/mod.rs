@@ -321,8 +321,32 @@ fn connection_closed_on_chap_list() {
     let err = login.poll_outcome().unwrap().unwrap_err();
     assert_eq!(err, LoginError::ChapAlgorithmsRejected { status: None });
 
+    // A discovery login closed in answer to AuthMethod=None alone: LIO enforcing discovery
+    // authentication. A normal login closed there may be a target that does not exist yet
+    // (tgt): a lost connection, retried.
+    let mut login = Login::new(LoginConfig::discovery(INITIATOR, ISID));
+    login.poll_transmit();
+    login.handle_close();
+    let refused = LoginError::AuthMethodRejected { offered: "None" };
+    assert_eq!(login.outcome(), Some(&Err(refused)));
     let mut login = Login::new(normal_config());
     login.poll_transmit();
+    login.handle_close();
+    assert_eq!(login.outcome(), Some(&Err(LoginError::ConnectionClosed)));
+
+    // Past the security stage a close is just a lost connection.
+    let mut login = Login::new(normal_config());
+    let mut target = FakeTarget::new();
+    let Some(Pdu::LoginRequest(first)) = login.poll_transmit() else {
+        panic!()
+    };
+    login
+        .handle_pdu(Pdu::LoginResponse(target.handle(first)))
+        .unwrap();
+    assert!(
+        login.poll_transmit().is_some(),
+        "operational stage under way"
+    );
     login.handle_close();
     assert_eq!(login.outcome(), Some(&Err(LoginError::ConnectionClosed)));
 }
