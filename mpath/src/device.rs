@@ -239,19 +239,21 @@ impl Inner {
             .filter(|p| p.is_active())
             .map(|p| p.rank.load(Ordering::Relaxed))
             .min()?;
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let mut candidates = [Candidate::default(); MAX_PATHS];
         let mut index = [0usize; MAX_PATHS];
         let mut n = 0;
         for p in &self.paths {
             if p.is_active() && p.rank.load(Ordering::Relaxed) == best && n < MAX_PATHS {
-                candidates[n] = p.candidate();
+                candidates[n] = p.candidate(turn);
                 index[n] = p.index;
                 n += 1;
             }
         }
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let chosen = self.config.policy.choose(&candidates[..n], bytes, turn)?;
-        self.paths.get(index[chosen]).cloned()
+        let path = self.paths.get(index[chosen])?;
+        path.last_turn.store(turn, Ordering::Relaxed);
+        Some(path.clone())
     }
 
     /// Waits for a path to come into service, as long as no-path-retry allows counting from

@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use sanshim_initiator::disk::ScsiDisk;
 use tracing::{info, warn};
 
-use crate::selector::Candidate;
+use crate::selector::{Candidate, MIN_SAMPLE_BYTES};
 
 /// Whether a path carries I/O.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
@@ -60,6 +60,8 @@ pub struct Path {
     throughput: AtomicU64,
     /// ALUA rank of the path's target port group (see `RANK_*`).
     pub(crate) rank: AtomicU32,
+    /// The device's dispatch count when this path last took a request.
+    pub(crate) last_turn: AtomicU64,
     /// The session's connection-change count when the path failed: it is reinstated only
     /// on a connection made after that.
     failed_at: AtomicU64,
@@ -143,6 +145,7 @@ impl Path {
             state_changes: AtomicU64::new(0),
             throughput: AtomicU64::new(0f64.to_bits()),
             rank: AtomicU32::new(RANK_OPTIMIZED),
+            last_turn: AtomicU64::new(0),
             failed_at: AtomicU64::new(0),
             latency: Mutex::new(latency),
         }
@@ -216,11 +219,12 @@ impl Path {
     }
 
     /// What the selector needs to know.
-    pub(crate) fn candidate(&self) -> Candidate {
+    pub(crate) fn candidate(&self, turn: u64) -> Candidate {
         Candidate {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             in_flight_bytes: self.in_flight_bytes.load(Ordering::Relaxed),
             throughput: f64::from_bits(self.throughput.load(Ordering::Relaxed)),
+            passed_over: turn.saturating_sub(self.last_turn.load(Ordering::Relaxed)),
         }
     }
 
@@ -295,7 +299,7 @@ impl InFlight<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .saturating_record(micros);
-        if moved > 0 {
+        if moved >= MIN_SAMPLE_BYTES {
             update_throughput(&p.throughput, moved, elapsed);
         }
     }

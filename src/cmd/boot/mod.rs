@@ -451,6 +451,9 @@ async fn open(
             }
         }
     }
+    // Path numbers follow the plan (the table's paths first, in its order), not the order in
+    // which the logins happened to finish.
+    opened.sort_by_key(|o| o.path);
     let kept = paths::keep_boot_lu(plan, opened).await;
     let disks: Vec<(String, _)> = kept
         .into_iter()
