@@ -153,12 +153,13 @@ fn set_access(inner: &Inner, path: &Path, access: Access, why: &str) {
 /// MTU probe and its ALUA group carries I/O.
 async fn reinstate(inner: Arc<Inner>, path: Arc<Path>) {
     match admit(&path).await {
-        Ok(access) => set_access(
-            &inner,
-            &path,
-            access,
-            "logged in again, TEST UNIT READY and MTU probe passed",
-        ),
+        Ok(access) => {
+            let why = match access {
+                Access::Io(_) => "logged in again, TEST UNIT READY and MTU probe passed",
+                Access::None(_) => "logged in again",
+            };
+            set_access(&inner, &path, access, why);
+        }
         Err(why) => {
             debug!(path = %path.name, why, "path not reinstated yet");
             // Give it time before the next try; its session keeps logging in on its own.
@@ -168,13 +169,20 @@ async fn reinstate(inner: Arc<Inner>, path: Arc<Path>) {
 }
 
 /// Whether a connected path may carry I/O: TEST UNIT READY, the MTU probe, and its ALUA
-/// access.
+/// access. A path whose TEST UNIT READY fails is still asked for its ALUA state: a port in
+/// standby or unavailable may refuse TEST UNIT READY (SPC-5 §5.16.2.4.4 does not list it;
+/// LIO answers NOT READY), and such a path belongs in standby, not among the failed ones.
 async fn admit(path: &Path) -> Result<Access, String> {
     let started = Instant::now();
     let tur = tokio::time::timeout(Duration::from_secs(10), path.disk.probe()).await;
     match tur {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(format!("TEST UNIT READY failed: {e}")),
+        Ok(Err(e)) => {
+            return match alua::refresh(path).await {
+                Access::None(state) => Ok(Access::None(state)),
+                Access::Io(_) => Err(format!("TEST UNIT READY failed: {e}")),
+            };
+        }
         Err(_) => return Err("TEST UNIT READY timed out".to_owned()),
     }
     mtu::probe(path).await?;
