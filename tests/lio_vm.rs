@@ -15,7 +15,8 @@
 //!   Data-In PDUs); `discover --luns` through the forwarded portal in bounded time.
 //! - `alua_paths_follow_state_changes`: one LUN through two TPGs in two target port groups;
 //!   only the active/optimized path carries reads, and after the states are swapped in
-//!   configfs mid-run the other path does.
+//!   configfs mid-run the other path does; when the path in use goes to standby, reads go
+//!   on through the other one without an error.
 //!
 //! Needs root, QEMU, busybox-static and Debian's kernel (`scripts/vm/fetch-kernel`), nbdcopy;
 //! skipped without them, a failure under CI=true.
@@ -428,6 +429,32 @@ fn alua_paths_follow_state_changes() {
     let ranks = [0, 1].map(|i| e.status(&lio)["paths"][i]["alua_rank"].as_u64());
     assert_eq!(ranks, [Some(1), Some(0)], "ranks after the swap");
     assert!(e.log().contains("ALUA state read"), "{}", e.log());
+
+    // The path in use goes to standby (A back to optimized): reads go on through path 1
+    // without an error reaching the client, and path 2 goes to standby. (Its reads that met
+    // LIO's NOT READY, TARGET PORT IN STANDBY STATE count as path errors and failovers.)
+    lio.exec(&format!(
+        "echo 0 >{alua}/A/alua_access_state && echo 2 >{alua}/B/alua_access_state"
+    ));
+    let standby = wait_until(Duration::from_secs(20), || {
+        read_all();
+        e.status(&lio)["paths"][1]["state"] == "standby"
+    });
+    let status = e.status(&lio);
+    assert!(standby, "path 2 not in standby: {status}\n{}", e.log());
+    let before = ops(&status);
+    read_all();
+    let after = e.status(&lio);
+    let moved = [ops(&after)[0] - before[0], ops(&after)[1] - before[1]];
+    assert!(
+        moved[0] > 0 && moved[1] == 0,
+        "only path 1 reads: {moved:?}"
+    );
+    assert_eq!(after["paths"][0]["errors"], 0, "{after}");
+    eprintln!(
+        "path 2 after its group went to standby: {}",
+        after["paths"][1]
+    );
     e.stop();
 }
 
