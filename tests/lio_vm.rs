@@ -431,8 +431,10 @@ fn alua_paths_follow_state_changes() {
     assert!(e.log().contains("ALUA state read"), "{}", e.log());
 
     // The path in use goes to standby (A back to optimized): reads go on through path 1
-    // without an error reaching the client, and path 2 goes to standby. (Its reads that met
-    // LIO's NOT READY, TARGET PORT IN STANDBY STATE count as path errors and failovers.)
+    // without an error reaching the client, and path 2 goes to standby. Its reads that met
+    // LIO's NOT READY, TARGET PORT IN STANDBY STATE (04/0B) were refused unexecuted: they
+    // move to path 1 without counting as path errors, and path 2 keeps its connection.
+    let reconnects_before = e.status(&lio)["paths"][1]["reconnects"].as_u64();
     lio.exec(&format!(
         "echo 0 >{alua}/A/alua_access_state && echo 2 >{alua}/B/alua_access_state"
     ));
@@ -451,6 +453,18 @@ fn alua_paths_follow_state_changes() {
         "only path 1 reads: {moved:?}"
     );
     assert_eq!(after["paths"][0]["errors"], 0, "{after}");
+    assert_eq!(after["paths"][1]["errors"], 0, "{after}");
+    assert_eq!(
+        after["paths"][1]["reconnects"].as_u64(),
+        reconnects_before,
+        "the standby path kept its connection: {after}"
+    );
+    assert!(
+        e.log().contains("refused the command for its ALUA state")
+            || e.log().contains("ALUA state changed"),
+        "{}",
+        e.log()
+    );
     eprintln!(
         "path 2 after its group went to standby: {}",
         after["paths"][1]

@@ -244,6 +244,10 @@ pub enum ErrorKind {
     PathFailure,
     /// The path is down and the request never reached the device; another path may succeed.
     PathDown,
+    /// The path's target port cannot serve requests now (ALUA: transitioning, standby or
+    /// unavailable) and refused this one without executing it; another path may succeed, and
+    /// this one needs no reconnection — only a new look at its port's state.
+    PortUnavailable,
     /// The request reaches past the end of the device.
     OutOfRange,
     /// The request is malformed (not whole blocks, buffer size mismatch).
@@ -263,7 +267,8 @@ impl ErrorKind {
             ErrorKind::Medium
             | ErrorKind::TargetFailure
             | ErrorKind::PathFailure
-            | ErrorKind::PathDown => 5, // EIO
+            | ErrorKind::PathDown
+            | ErrorKind::PortUnavailable => 5, // EIO
             ErrorKind::OutOfRange | ErrorKind::InvalidRequest => 22, // EINVAL
             ErrorKind::ReadOnly => 1,                                // EPERM
             ErrorKind::Unsupported => 95,                            // EOPNOTSUPP
@@ -300,7 +305,10 @@ impl BlockError {
     /// Whether the failure belongs to the path rather than the device, so that multipath
     /// should retry the request on another path.
     pub fn is_path_failure(&self) -> bool {
-        matches!(self.kind, ErrorKind::PathFailure | ErrorKind::PathDown)
+        matches!(
+            self.kind,
+            ErrorKind::PathFailure | ErrorKind::PathDown | ErrorKind::PortUnavailable
+        )
     }
 }
 

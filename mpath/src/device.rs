@@ -3,7 +3,10 @@
 //! A request goes to a path the selector picks among the active paths of the best ALUA rank.
 //! When it fails with a path error ([`BlockError::is_path_failure`]) the path is taken out of
 //! service (its connection dropped, so that the old attempt's connection is gone) and the
-//! request goes to another path; a SCSI error that is not the path's (medium error, out of
+//! request goes to another path. A path whose target port refuses a command for its ALUA
+//! state ([`ErrorKind::PortUnavailable`]: standby, unavailable, transitioning) goes to standby
+//! instead, keeping its connection, until the checker reads its group's state again; the
+//! request goes to another path. A SCSI error that is not the path's (medium error, out of
 //! range, read-only) goes to the caller as it is. With no path left, requests wait for one for
 //! the no-path-retry time, then fail; the caller (the NBD server) stays connected throughout.
 //!
@@ -214,6 +217,14 @@ impl Inner {
                     flight.done(moved);
                     return Ok(value);
                 }
+                Err(e) if e.kind() == ErrorKind::PortUnavailable => {
+                    // Refused unexecuted for the port's ALUA state: no connection to drop,
+                    // no write that could land later. The path waits in standby while the
+                    // checker reads the groups' states again (the disk noted the refusal).
+                    drop(flight);
+                    path.count_failover();
+                    self.path_unavailable(&path, e.context());
+                }
                 Err(e) if e.is_path_failure() => {
                     flight.failed();
                     path.count_failover();
@@ -295,6 +306,18 @@ impl Inner {
             return generation;
         }
         self.failures.load(Ordering::SeqCst)
+    }
+
+    /// Takes a path whose target port refused a command for its ALUA state out of the
+    /// selection, into standby: its connection stays, and the checker puts it back once its
+    /// port group carries I/O again.
+    pub(crate) fn path_unavailable(&self, path: &Arc<Path>, reason: &str) {
+        if path.state() == State::Active {
+            path.set_state(
+                State::Standby,
+                &format!("{reason}: the target port refused the command for its ALUA state"),
+            );
+        }
     }
 
     /// Puts a path back into service.

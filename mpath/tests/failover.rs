@@ -12,10 +12,12 @@ use sanshim_blockdev::BlockDevice;
 use sanshim_initiator::disk::{DiskOptions, ScsiDisk};
 use sanshim_initiator::login::LoginConfig;
 use sanshim_initiator::portal::Portal;
+use sanshim_initiator::scsi::SenseKey;
 use sanshim_initiator::transport::LoginPolicy;
+use sanshim_initiator::wire::ScsiStatus;
 use sanshim_initiator::wire::{Isid, LoginStatus};
 use sanshim_mpath::{Config, GroupError, Multipath, NoPathRetry, Policy, State};
-use sanshim_testbed::{FakeTarget, FaultProxy, ProxyFault, Rule, TargetConfig};
+use sanshim_testbed::{FakeTarget, FaultProxy, ProxyFault, Rule, SenseCode, TargetConfig};
 
 const IQN: &str = "iqn.2026-12.test.sanshim:mpath";
 const BLOCKS: u64 = 16384;
@@ -125,6 +127,43 @@ async fn both_paths_carry_io_in_turn() {
         assert!(s.ops >= 50, "path {} carried {} requests", s.number, s.ops);
         assert_eq!((s.errors, s.failovers), (0, 0));
     }
+    Arc::into_inner(device).unwrap().close().await.unwrap();
+}
+
+/// A target port that refuses commands for its ALUA state (NOT READY, TARGET PORT IN STANDBY
+/// STATE, as LIO answers on a standby port) did not execute them: the requests go to the
+/// other path, the refusing path goes to standby with its connection kept — no path error,
+/// no reconnection, no reset — and returns once its port serves again (this fake has no
+/// ALUA, so its next check finds it fit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_in_standby_passes_its_requests_on_without_a_path_error() {
+    let target = target();
+    let (device, _proxies) = two_paths(&target, Config::default()).await;
+    let device = Arc::new(device);
+    verified_load(&device, 16, 3).await;
+    target.script(Rule::Answer {
+        opcode: None,
+        count: 3,
+        status: ScsiStatus::CHECK_CONDITION,
+        sense: Some(SenseCode::new(SenseKey::NOT_READY, 0x04, 0x0b)),
+    });
+    verified_load(&device, 64, 4).await;
+    let stats = device.stats();
+    let refused: Vec<_> = stats.iter().filter(|s| s.failovers > 0).collect();
+    assert!(!refused.is_empty(), "a path met the refusal: {stats:?}");
+    for s in &stats {
+        assert_eq!(s.errors, 0, "a refusal is no path error: {s:?}");
+        assert_eq!(s.reconnects, 0, "the connection stays: {s:?}");
+    }
+    assert!(
+        stats.iter().any(|s| s.state_changes >= 1),
+        "the refusing path went to standby: {stats:?}"
+    );
+    let back = wait_for(Duration::from_secs(15), || {
+        device.paths().iter().all(|p| p.state() == State::Active)
+    })
+    .await;
+    assert!(back, "the path returned: {:?}", device.stats());
     Arc::into_inner(device).unwrap().close().await.unwrap();
 }
 

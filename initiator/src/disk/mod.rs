@@ -216,8 +216,9 @@ impl ScsiDisk {
         &self.session
     }
 
-    /// Whether a command met UNIT ATTENTION, ASYMMETRIC ACCESS STATE CHANGED (0x2A/0x06)
-    /// since the last call: the ALUA states of the target port groups must be read again.
+    /// Whether a command met UNIT ATTENTION, ASYMMETRIC ACCESS STATE CHANGED (0x2A/0x06), or
+    /// was refused for its port's ALUA state (NOT READY 0x04/0x0a..=0x0c), since the last
+    /// call: the ALUA states of the target port groups must be read again.
     pub fn take_alua_changed(&self) -> bool {
         self.alua_changed
             .swap(false, std::sync::atomic::Ordering::Relaxed)

@@ -31,7 +31,11 @@ impl ScsiDisk {
         let alua = |s: &crate::scsi::Sense| {
             s.key == crate::scsi::SenseKey::UNIT_ATTENTION && (s.asc, s.ascq) == (0x2a, 0x06)
         };
-        if response.unit_attentions.iter().any(alua) || response.sense.as_ref().is_some_and(alua) {
+        // A port that refuses for its ALUA state (standby, unavailable, transitioning) may
+        // never send the unit attention (the change predates this nexus): look again too.
+        let refused = |s: &crate::scsi::Sense| alua(s) || s.is_port_unavailable();
+        if response.unit_attentions.iter().any(alua) || response.sense.as_ref().is_some_and(refused)
+        {
             self.alua_changed.store(true, Ordering::Relaxed);
         }
         // Our own reset's attention, taken (and retried) by some other command first.

@@ -104,6 +104,12 @@ impl Sense {
         }
     }
 
+    /// NOT READY because of the target port's ALUA state: transitioning (0x04/0x0a), standby
+    /// (0x04/0x0b) or unavailable (0x04/0x0c).
+    pub fn is_port_unavailable(&self) -> bool {
+        self.key == SenseKey::NOT_READY && self.asc == 0x04 && matches!(self.ascq, 0x0a..=0x0c)
+    }
+
     /// What the condition means to the block layer:
     ///
     /// - `Medium`: MEDIUM ERROR; ABORTED COMMAND with ASC 0x10 (a protection information
@@ -116,9 +122,10 @@ impl Sense {
     ///   lacks an option such as FUA or UNMAP.
     /// - `InvalidRequest`: any other ILLEGAL REQUEST.
     /// - `PathFailure`: ILLEGAL REQUEST with LOGICAL UNIT NOT SUPPORTED (0x25: the LUN is not
-    ///   mapped through this port); NOT READY for an ALUA transition or a standby or
-    ///   unavailable port (0x04/0x0a..=0x0c); UNIT ATTENTION; other ABORTED COMMAND
-    ///   (transport trouble). Another path may do better.
+    ///   mapped through this port); UNIT ATTENTION; other ABORTED COMMAND (transport
+    ///   trouble). Another path may do better.
+    /// - `PortUnavailable`: NOT READY for an ALUA transition or a standby or unavailable port
+    ///   (0x04/0x0a..=0x0c): the port did not execute the command; another path may.
     /// - `TargetFailure`: HARDWARE ERROR, other NOT READY, and everything else.
     ///
     /// RECOVERED ERROR is not an error (see [`Sense::is_recovered`]); it maps to
@@ -134,9 +141,7 @@ impl Sense {
                 (0x25, _) => ErrorKind::PathFailure,
                 _ => ErrorKind::InvalidRequest,
             },
-            SenseKey::NOT_READY if self.asc == 0x04 && matches!(self.ascq, 0x0a..=0x0c) => {
-                ErrorKind::PathFailure
-            }
+            SenseKey::NOT_READY if self.is_port_unavailable() => ErrorKind::PortUnavailable,
             SenseKey::ABORTED_COMMAND if self.asc == 0x10 => ErrorKind::Medium,
             SenseKey::UNIT_ATTENTION | SenseKey::ABORTED_COMMAND => ErrorKind::PathFailure,
             _ => ErrorKind::TargetFailure,
@@ -476,12 +481,12 @@ mod tests {
             ),
             (
                 s(SenseKey::NOT_READY, 0x04, 0x0a),
-                ErrorKind::PathFailure,
+                ErrorKind::PortUnavailable,
                 true,
             ),
             (
                 s(SenseKey::NOT_READY, 0x04, 0x0b),
-                ErrorKind::PathFailure,
+                ErrorKind::PortUnavailable,
                 false,
             ),
             (
