@@ -100,11 +100,17 @@ fn login_matrix_and_send_targets() {
     assert_eq!(lun["capacity_bytes"], 8 * MIB, "data read through digests");
     // LIO fails the login with "initiator error" and no keys; only its console says why
     // ("Proposer's value list "None" contains no valid values from Acceptor's value list
-    // "CRC32C"").
+    // "CRC32C"). sanshim names the operational stage and the digest options (exit 1, as
+    // against tgt, which answers the key and is told its value is not acceptable).
     let out = ls(&lio, DIGEST, &none, &[]);
     eprintln!("digests declined: exit {}\n{}", out.code, out.stderr);
-    out.expect_code(4);
-    assert!(out.stderr.contains("initiator error"), "{}", out.stderr);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("negotiating operational parameters")
+            && out.stderr.contains("--header-digest"),
+        "{}",
+        out.stderr
+    );
 
     // One-way and mutual CHAP through the node ACL.
     let user = ["--chap-user", USER.0];
@@ -121,9 +127,24 @@ fn login_matrix_and_send_targets() {
     let lun = ls_json(&lio, CHAP, &mutual, &both);
     assert_eq!(lun["session"]["mutual_chap"], true, "{lun}");
 
-    // Refusals: a wrong secret, a target proving the wrong secret. (Offered no CHAP, LIO
-    // closes the connection without a login response, which sanshim retries for ~50 s like
-    // tgt's close for a target that does not exist yet: left out.)
+    // Refusals: no CHAP offered to a portal group that requires it (LIO closes the
+    // connection without a login response: retried twice, then exit 4 saying what to give),
+    // a wrong secret, a target proving the wrong secret.
+    let started = Instant::now();
+    let out = ls(&lio, CHAP, &[], &[]);
+    eprintln!(
+        "no CHAP to a CHAP TPG: exit {} after {:?}: {}",
+        out.code,
+        started.elapsed(),
+        out.stderr.trim()
+    );
+    out.expect_code(4);
+    assert!(out.stderr.contains("--chap-user"), "{}", out.stderr);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     let refused = |extra: &[&str], env: &[(&str, &str)], what: &str| {
         let started = Instant::now();
         let out = ls(&lio, CHAP, extra, env);

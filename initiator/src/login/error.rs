@@ -97,6 +97,30 @@ pub enum LoginError {
     /// The login configuration cannot be used; names the offending setting.
     #[error("invalid login configuration: {0}")]
     InvalidConfig(&'static str),
+    /// The target ended the login with a plain "initiator error" while operational
+    /// parameters were being negotiated: it insists on a value we did not take (LIO does this
+    /// for a digest it requires and we declined, where RFC 7143 has the key answered).
+    #[error("target refused the login while negotiating operational parameters ({}): it may require a digest we declined, or insist on a limit (try --header-digest/--data-digest prefer-crc32c)",
+        status_name(*status))]
+    OperationalRefused {
+        /// The status the target sent.
+        status: LoginStatus,
+    },
+    /// The target closed the connection without answering our first login request (which
+    /// offered `AuthMethod=offered`): targets do this instead of sending a status when they
+    /// do not know the target name (tgt, also while a SAN is still coming up), when a portal
+    /// group requires CHAP and we offered none (LIO), or when the initiator name is not
+    /// allowed. Retried as a target that may come up; a refusal once retries are spent.
+    #[error("the target closed the connection without answering the login (we offered AuthMethod={offered}): {}",
+        if *offered == "None" {
+            "it may not know the target name (yet), require CHAP (give --chap-user), or not allow this initiator name"
+        } else {
+            "it may not know the target name (yet) or not allow this initiator name"
+        })]
+    ClosedWithoutAnswer {
+        /// The AuthMethod list we offered.
+        offered: &'static str,
+    },
     /// The operating system's random number generator failed.
     #[error("no randomness for the CHAP challenge: {0}")]
     Random(getrandom::Error),
@@ -116,6 +140,7 @@ impl LoginError {
                 | LoginError::AuthMethodRejected { .. }
                 | LoginError::AuthenticationFailed(_)
                 | LoginError::ChapAlgorithmsRejected { .. }
+                | LoginError::ClosedWithoutAnswer { .. }
         )
     }
 
@@ -136,7 +161,9 @@ impl LoginError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            LoginError::Retryable { .. } | LoginError::ConnectionClosed
+            LoginError::Retryable { .. }
+                | LoginError::ConnectionClosed
+                | LoginError::ClosedWithoutAnswer { .. }
         )
     }
 

@@ -178,6 +178,9 @@ impl Login {
             Some(_) if refused_none => LoginError::AuthMethodRejected {
                 offered: self.auth_offer(),
             },
+            Some(_) if matches!(self.auth, Auth::AwaitMethod) => LoginError::ClosedWithoutAnswer {
+                offered: self.auth_offer(),
+            },
             _ => LoginError::ConnectionClosed,
         };
         self.fail(error);
@@ -309,7 +312,7 @@ impl Login {
             "login response without an outstanding request",
         ))?;
         if response.status != LoginStatus::SUCCESS {
-            return Err(failure(&response, sent));
+            return Err(failure(&response, sent, self.stage == Stage::OPERATIONAL));
         }
         self.check_header(&response, sent)?;
         self.exp_stat_sn = response.stat_sn.wrapping_add(1);
@@ -543,8 +546,9 @@ impl Login {
     }
 }
 
-/// The error for a response with a non-success status.
-fn failure(response: &LoginResponse, sent: RequestFlags) -> LoginError {
+/// The error for a response with a non-success status to a request sent in the operational
+/// stage when `operational` (our own stage: LIO's failure responses leave CSG at 0).
+fn failure(response: &LoginResponse, sent: RequestFlags, operational: bool) -> LoginError {
     let status = response.status;
     if status.class() == 1 {
         let address = parse_text(&response.data)
@@ -572,6 +576,9 @@ fn failure(response: &LoginResponse, sent: RequestFlags) -> LoginError {
             }
         }
         Some(_) if auth_status => LoginError::ChapResponseRefused { status },
+        _ if status == LoginStatus::INITIATOR_ERROR && operational => {
+            LoginError::OperationalRefused { status }
+        }
         _ => status_error(status, None),
     }
 }

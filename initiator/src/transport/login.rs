@@ -21,6 +21,11 @@ pub struct LoginPolicy {
     pub max_redirects: u32,
     /// Retries of a target that says it is busy or out of resources.
     pub busy_retries: u32,
+    /// Of those, the retries of a target that closed the connection without answering the
+    /// first login request ([`LoginError::ClosedWithoutAnswer`](crate::login::LoginError)):
+    /// more often a refusal in disguise (CHAP required, unknown target) than a busy target,
+    /// so fewer. `sanshim boot` waits for slow SANs with its own loop.
+    pub closed_retries: u32,
     /// First delay between busy retries; doubled each time up to `max_backoff`.
     pub initial_backoff: Duration,
     /// Longest delay between busy retries.
@@ -37,6 +42,7 @@ impl Default for LoginPolicy {
             response_timeout: Duration::from_secs(15),
             max_redirects: 4,
             busy_retries: 8,
+            closed_retries: 2,
             initial_backoff: Duration::from_secs(1),
             max_backoff: Duration::from_secs(8),
             max_segment: None,
@@ -169,12 +175,22 @@ pub async fn login(
                 portal = next;
             }
             e if e.retry_with_md5_only() && config.chap.as_ref().is_some_and(|c| !c.md5_only) => {
-                warn!(%portal, %target, "target refused the CHAP_A list; retrying with MD5 alone");
+                if matches!(e, LoginError::ChapAlgorithmsRejected { status: Some(_) }) {
+                    // A wrong secret looks the same: it fails again, with MD5, as refused.
+                    warn!(%portal, %target,
+                        "target refused our CHAP response (computed with SHA); some targets get other algorithms than MD5 wrong: retrying once with MD5 alone");
+                } else {
+                    warn!(%portal, %target, "target refused the CHAP_A list; retrying with MD5 alone");
+                }
                 if let Some(chap) = config.chap.as_mut() {
                     chap.md5_only = true;
                 }
             }
-            e if e.is_retryable() && retries < policy.busy_retries => {
+            e if e.is_retryable()
+                && retries < policy.busy_retries
+                && (!matches!(e, LoginError::ClosedWithoutAnswer { .. })
+                    || retries < policy.closed_retries) =>
+            {
                 retries += 1;
                 warn!(%portal, %target, error = %e, retry = retries, delay = ?backoff,
                     "login not possible now; retrying");

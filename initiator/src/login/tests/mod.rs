@@ -323,7 +323,8 @@ fn connection_closed_on_chap_list() {
 
     // A discovery login closed in answer to AuthMethod=None alone: LIO enforcing discovery
     // authentication. A normal login closed there may be a target that does not exist yet
-    // (tgt): a lost connection, retried.
+    // (tgt) or a portal group that requires CHAP (LIO): retried, and a refusal that says
+    // both once the retries are spent.
     let mut login = Login::new(LoginConfig::discovery(INITIATOR, ISID));
     login.poll_transmit();
     login.handle_close();
@@ -332,7 +333,11 @@ fn connection_closed_on_chap_list() {
     let mut login = Login::new(normal_config());
     login.poll_transmit();
     login.handle_close();
-    assert_eq!(login.outcome(), Some(&Err(LoginError::ConnectionClosed)));
+    let closed = LoginError::ClosedWithoutAnswer { offered: "None" };
+    assert!(closed.is_retryable() && closed.is_refusal());
+    assert!(!closed.is_authentication_failure(), "boot keeps waiting");
+    assert!(closed.to_string().contains("--chap-user"), "{closed}");
+    assert_eq!(login.outcome(), Some(&Err(closed)));
 
     // Past the security stage a close is just a lost connection.
     let mut login = Login::new(normal_config());
@@ -458,4 +463,36 @@ fn secrets_never_in_debug_output() {
         !debug.contains("initiator-secret-01") && !debug.contains("target-secret-0123"),
         "{debug}"
     );
+}
+
+#[test]
+fn a_plain_initiator_error_in_the_operational_stage_names_the_parameters() {
+    // LIO ends the login with 0x0200 when we decline a digest its portal group requires.
+    let mut login = Login::new(normal_config());
+    let mut target = FakeTarget::new();
+    let Some(Pdu::LoginRequest(first)) = login.poll_transmit() else {
+        panic!()
+    };
+    login
+        .handle_pdu(Pdu::LoginResponse(target.handle(first)))
+        .unwrap();
+    let Some(Pdu::LoginRequest(second)) = login.poll_transmit() else {
+        panic!("operational request")
+    };
+    assert_eq!(second.csg, Stage::OPERATIONAL);
+    let mut refusal = target.handle(second);
+    refusal.status = LoginStatus::INITIATOR_ERROR;
+    refusal.csg = Stage::SECURITY; // as LIO sends it
+    refusal.transit = false;
+    refusal.data = bytes::Bytes::new();
+    let _ = login.handle_pdu(Pdu::LoginResponse(refusal));
+    let err = login.poll_outcome().unwrap().unwrap_err();
+    assert_eq!(
+        err,
+        LoginError::OperationalRefused {
+            status: LoginStatus::INITIATOR_ERROR
+        }
+    );
+    assert!(!err.is_refusal() && !err.is_retryable());
+    assert!(err.to_string().contains("--header-digest"), "{err}");
 }
