@@ -18,6 +18,7 @@ use sanshim_blockdev::{BlockDevice, ErrorKind};
 use sanshim_initiator::disk::{DiskOptions, ScsiDisk};
 use sanshim_initiator::login::LoginConfig;
 use sanshim_initiator::portal::Portal;
+use sanshim_initiator::scsi::SenseKey;
 use sanshim_initiator::transport::LoginPolicy;
 use sanshim_initiator::wire::{Isid, Opcode, ScsiStatus};
 use sanshim_testbed::{
@@ -520,4 +521,50 @@ async fn close_during_a_target_logout_request_ends() {
         .await
         .expect("close ends")
         .unwrap();
+}
+
+const WRITE16: u8 = 0x8a;
+const WRITE_SAME16: u8 = 0x93;
+
+/// Fast zeroing (NBD's FAST_ZERO) is WRITE SAME or nothing: with it the range is zeroed by
+/// the target; a target that turns out to lack it gets an `Unsupported` answer at once, the
+/// range untouched and no WRITE sent — then and for every later fast request, which sends no
+/// command at all. Plain write-zeroes still zeroes, with zero buffers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fast_zeroing_is_write_same_or_nothing() {
+    let target = fake(TargetConfig::default());
+    let ones = vec![0xa5u8; 8192];
+    target.fill(32, &ones);
+    target.fill(64, &ones);
+    let disk = open(&target, DiskOptions::default()).await;
+    disk.write_zeroes_fast(32, 16, false).await.unwrap();
+    assert_eq!(target.read_back(32, 8192), vec![0; 8192]);
+    assert_eq!(target.counters().commands_of(WRITE_SAME16), 1);
+
+    let invalid_opcode = SenseCode::new(SenseKey::ILLEGAL_REQUEST, 0x20, 0x00);
+    target.script(Rule::check_condition(Some(WRITE_SAME16), 1, invalid_opcode));
+    let writes = target.counters().commands_of(WRITE16);
+    let e = disk.write_zeroes_fast(64, 16, false).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e}");
+    assert_eq!(target.read_back(64, 8192), ones, "untouched");
+    assert_eq!(
+        target.counters().commands_of(WRITE16),
+        writes,
+        "no zero buffers"
+    );
+    let same = target.counters().commands_of(WRITE_SAME16);
+    let e = disk.write_zeroes_fast(64, 16, false).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported);
+    assert_eq!(
+        target.counters().commands_of(WRITE_SAME16),
+        same,
+        "known now: nothing sent"
+    );
+    disk.write_zeroes(64, 16, false).await.unwrap();
+    assert_eq!(target.read_back(64, 8192), vec![0; 8192]);
+    assert!(
+        target.counters().commands_of(WRITE16) > writes,
+        "zero buffers"
+    );
+    disk.close().await.unwrap();
 }

@@ -234,6 +234,17 @@ impl<D: BlockDevice> BlockDevice for FaultDisk<D> {
         self.inner.write_zeroes(lba, blocks, unmap).await
     }
 
+    async fn write_zeroes_fast(
+        &self,
+        lba: u64,
+        blocks: u64,
+        unmap: bool,
+    ) -> Result<(), BlockError> {
+        self.gate(Op::WriteZeroes, Some(lba..lba.saturating_add(blocks)))
+            .await?;
+        self.inner.write_zeroes_fast(lba, blocks, unmap).await
+    }
+
     async fn probe(&self) -> Result<(), BlockError> {
         self.gate(Op::Probe, None).await?;
         self.inner.probe().await

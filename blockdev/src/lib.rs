@@ -174,6 +174,32 @@ pub trait BlockDevice: Send + Sync {
         unmap: bool,
     ) -> impl Future<Output = Result<(), BlockError>> + Send;
 
+    /// Like [`BlockDevice::write_zeroes`], but only when the device zeroes the range itself
+    /// (WRITE SAME, deallocation): a device that would write zero buffers instead fails at
+    /// once, touching nothing, so that the caller can write them itself (NBD's
+    /// `NBD_CMD_FLAG_FAST_ZERO`). The default relies on [`Geometry::can_write_zeroes`];
+    /// devices that learn it on the way (a target without WRITE SAME) override it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unsupported`] when zeroing would be slow; any error of `write_zeroes`.
+    fn write_zeroes_fast(
+        &self,
+        lba: u64,
+        blocks: u64,
+        unmap: bool,
+    ) -> impl Future<Output = Result<(), BlockError>> + Send {
+        async move {
+            if self.geometry().can_write_zeroes {
+                self.write_zeroes(lba, blocks, unmap).await
+            } else {
+                Err(BlockError::new(
+                    ErrorKind::Unsupported,
+                    "the device cannot zero without writing zero buffers",
+                ))
+            }
+        }
+    }
+
     /// Checks that the device (or path) answers, without touching data (SCSI TEST UNIT READY).
     ///
     /// # Errors
@@ -219,6 +245,14 @@ macro_rules! forward_block_device {
                 unmap: bool,
             ) -> impl Future<Output = Result<(), BlockError>> + Send {
                 (**self).write_zeroes(lba, blocks, unmap)
+            }
+            fn write_zeroes_fast(
+                &self,
+                lba: u64,
+                blocks: u64,
+                unmap: bool,
+            ) -> impl Future<Output = Result<(), BlockError>> + Send {
+                (**self).write_zeroes_fast(lba, blocks, unmap)
             }
             fn probe(&self) -> impl Future<Output = Result<(), BlockError>> + Send {
                 (**self).probe()

@@ -98,6 +98,23 @@ pub async fn write_zeroes<D: BlockDevice>(
     join_all(runs.collect()).await.into_iter().collect()
 }
 
+/// [`BlockDevice::write_zeroes_fast`] over `blocks` blocks at `lba`, in pieces the device
+/// takes.
+///
+/// # Errors
+/// The first piece's error; [`ErrorKind::Unsupported`](crate::ErrorKind::Unsupported) when
+/// the device cannot zero without writing buffers.
+pub async fn write_zeroes_fast<D: BlockDevice>(
+    dev: &D,
+    lba: u64,
+    blocks: u64,
+    unmap: bool,
+) -> Result<(), BlockError> {
+    let max = dev.geometry().limits.max_write_zeroes_blocks;
+    let runs = pieces(lba, blocks, max).map(|(at, n)| dev.write_zeroes_fast(at, n, unmap));
+    join_all(runs.collect()).await.into_iter().collect()
+}
+
 /// Polls futures together on the caller's task (no spawning, so they may borrow) and returns
 /// their outputs in order.
 pub async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {

@@ -435,6 +435,22 @@ impl BlockDevice for Multipath {
             .await
     }
 
+    async fn write_zeroes_fast(
+        &self,
+        lba: u64,
+        blocks: u64,
+        unmap: bool,
+    ) -> Result<(), BlockError> {
+        self.inner
+            .dispatch(0, true, |path| async move {
+                path.disk
+                    .write_zeroes_fast(lba, blocks, unmap)
+                    .await
+                    .map(|()| ((), 0))
+            })
+            .await
+    }
+
     async fn probe(&self) -> Result<(), BlockError> {
         self.inner
             .dispatch(0, false, |path| async move {

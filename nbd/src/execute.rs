@@ -59,10 +59,18 @@ pub(crate) async fn execute<D: BlockDevice>(
                 length,
                 fua,
                 unmap,
+                fast,
             },
             _,
         ) => {
-            split::write_zeroes(dev, lba(offset), blocks(length), unmap).await?;
+            if fast {
+                // NBD_CMD_FLAG_FAST_ZERO: a device that would write zero buffers answers
+                // Unsupported (NBD_ENOTSUP) at once, so the client writes the zeroes itself
+                // only once (qemu-img, nbdcopy) instead of twice.
+                split::write_zeroes_fast(dev, lba(offset), blocks(length), unmap).await?;
+            } else {
+                split::write_zeroes(dev, lba(offset), blocks(length), unmap).await?;
+            }
             flush_if(dev, fua).await.map(|()| None)
         }
         // Zero-length transfers carry no payload.

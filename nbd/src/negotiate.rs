@@ -96,7 +96,9 @@ impl ExportParams {
         set(writable && (g.can_fua || g.can_flush), tf::SEND_FUA);
         set(writable && g.can_discard, tf::SEND_TRIM);
         set(writable, tf::SEND_WRITE_ZEROES);
-        set(writable && g.can_write_zeroes, tf::SEND_FAST_ZERO);
+        // FAST_ZERO is honoured whatever the device: where zeroing would be slow the request
+        // fails at once with NBD_ENOTSUP (BlockDevice::write_zeroes_fast).
+        set(writable, tf::SEND_FAST_ZERO);
         let min_block = g.block_size;
         let max_block = max_request - max_request % min_block.max(1);
         let granule = g

@@ -72,6 +72,8 @@ pub enum Action {
         fua: bool,
         /// The device may deallocate (no `NO_HOLE`).
         unmap: bool,
+        /// `NBD_CMD_FLAG_FAST_ZERO`: fail with `NBD_ENOTSUP` rather than write zeroes slowly.
+        fast: bool,
     },
     /// Finish in-flight requests and close (`NBD_CMD_DISC`).
     Disconnect,
@@ -197,6 +199,7 @@ fn verdict(req: &Request, s: &Session) -> Result<Action, Refusal> {
             length,
             fua,
             unmap: req.flags & cf::NO_HOLE == 0,
+            fast: req.flags & cf::FAST_ZERO != 0,
         },
     })
 }
@@ -274,7 +277,8 @@ mod tests {
                 offset: 0,
                 length: 1 << 20,
                 fua: false,
-                unmap: false
+                unmap: false,
+                fast: true
             })
         );
         assert_eq!(

@@ -193,6 +193,53 @@ async fn test_bad_requests_get_errors_while_the_connection_goes_on() {
     srv.stop().await;
 }
 
+/// `NBD_CMD_FLAG_FAST_ZERO` (NBD proto.md): a device that would have to write zero buffers
+/// answers `NBD_ENOTSUP` at once and changes nothing, so the client writes the zeroes once
+/// itself; the same request without the flag zeroes, and a device that zeroes by itself
+/// takes the flag.
+#[tokio::test]
+async fn test_fast_zero_fails_fast_where_zeroing_would_be_slow() {
+    use bytes::Bytes;
+    use sanshim_blockdev::BlockDevice;
+    const ENOTSUP: u32 = 95;
+    let slow = Arc::new(
+        MemDisk::builder(512, 2048)
+            .can_write_zeroes(false)
+            .build()
+            .unwrap(),
+    );
+    slow.write(0, Bytes::from(vec![7u8; 4096]), false)
+        .await
+        .unwrap();
+    let srv = TestServer::with_disk(slow.clone()).await;
+    let mut c = go(&srv, "disk", true).await;
+    c.send(Command::WRITE_ZEROES, cf::FAST_ZERO, 1, 0, 4096)
+        .await;
+    assert_eq!(c.recv(|_| 0).await, err(1, ENOTSUP));
+    c.send(Command::READ, 0, 2, 0, 4096).await;
+    assert_eq!(c.recv(|_| 4096).await, ok(2, vec![7; 4096]), "untouched");
+    assert_eq!(slow.stats().write_zeroes, 0);
+    c.send(Command::WRITE_ZEROES, 0, 3, 0, 4096).await;
+    assert_eq!(c.recv(|_| 0).await, ok(3, vec![]));
+    c.send(Command::READ, 0, 4, 0, 4096).await;
+    assert_eq!(c.recv(|_| 4096).await, ok(4, vec![0; 4096]));
+    srv.stop().await;
+
+    let fast = Arc::new(MemDisk::new(512, 2048).unwrap());
+    fast.write(0, Bytes::from(vec![7u8; 4096]), false)
+        .await
+        .unwrap();
+    let srv = TestServer::with_disk(fast.clone()).await;
+    let mut c = go(&srv, "disk", false).await;
+    c.send(Command::WRITE_ZEROES, cf::FAST_ZERO, 5, 0, 4096)
+        .await;
+    assert_eq!(c.recv(|_| 0).await, ok(5, vec![]));
+    c.send(Command::READ, 0, 6, 0, 4096).await;
+    assert_eq!(c.recv(|_| 4096).await, ok(6, vec![0; 4096]));
+    assert_eq!(fast.stats().write_zeroes, 1);
+    srv.stop().await;
+}
+
 #[tokio::test]
 async fn test_replies_come_out_of_order() {
     let dev = Arc::new(FaultDisk::new(MemDisk::new(512, 2048).unwrap()));

@@ -313,6 +313,36 @@ impl BlockDevice for ScsiDisk {
         self.write_zero_buffers(lba, blocks).await
     }
 
+    async fn write_zeroes_fast(
+        &self,
+        lba: u64,
+        blocks: u64,
+        unmap: bool,
+    ) -> Result<(), BlockError> {
+        self.geometry.check_blocks(lba, blocks)?;
+        self.check_writable()?;
+        if blocks == 0 {
+            return Ok(());
+        }
+        let slow = || {
+            BlockError::new(
+                ErrorKind::Unsupported,
+                "the target lacks WRITE SAME(16): zeroing would write zero buffers",
+            )
+        };
+        if !self.write_same.load(Ordering::Relaxed) {
+            return Err(slow());
+        }
+        match self.write_same(lba, blocks, unmap).await {
+            Err(e) if e.kind() == ErrorKind::Unsupported => {
+                debug!("target lacks WRITE SAME(16); fast zeroing refused from now on");
+                self.write_same.store(false, Ordering::Relaxed);
+                Err(slow())
+            }
+            other => other,
+        }
+    }
+
     async fn probe(&self) -> Result<(), BlockError> {
         self.exec(self.command(Cdb::test_unit_ready(), Transfer::None))
             .await
