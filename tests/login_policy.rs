@@ -311,3 +311,63 @@ fn full_listener() -> (std::os::fd::OwnedFd, u16) {
         .port();
     (fd, port)
 }
+
+/// A loopback service that sends `reply` — first, as SSH sends its banner, or after reading
+/// a request, as HTTP answers — reads what the client sends, then keeps the connection open
+/// for `linger` or closes it.
+fn other_service(reply: &'static [u8], speaks_first: bool, linger: Duration) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { return };
+            if speaks_first {
+                let _ = s.write_all(reply);
+            }
+            let _ = s.set_read_timeout(Some(Duration::from_millis(200)));
+            let mut request = [0u8; 4096];
+            let _ = s.read(&mut request);
+            if !speaks_first {
+                let _ = s.write_all(reply);
+            }
+            std::thread::sleep(linger);
+        }
+    });
+    port
+}
+
+/// A portal that is something else than iSCSI — an HTTP proxy on 3260, an SSH server —
+/// gets one line saying so, quoting what it sent, and exit 3, at once (no retries).
+#[test]
+fn a_peer_that_does_not_speak_iscsi_is_named_as_such() {
+    let http = other_service(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        false,
+        Duration::from_secs(30),
+    );
+    let ssh = other_service(b"SSH-2.0-OpenSSH_9.2p1\r\n", true, Duration::ZERO);
+    for (port, shown) in [
+        (http, "HTTP/1.1 400 Bad Request"),
+        (ssh, "SSH-2.0-OpenSSH_9.2p1"),
+    ] {
+        let started = Instant::now();
+        let out = ls(port);
+        out.expect_code(3);
+        assert!(
+            out.stderr.contains("does not speak iSCSI") && out.stderr.contains(shown),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            !out.stderr.contains("is sent by the initiator"),
+            "{}",
+            out.stderr
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -188,6 +188,25 @@ impl Connection {
         }
     }
 
+    /// How many bytes were received and not yet taken as a PDU.
+    pub fn buffered(&self) -> usize {
+        self.rbuf.len()
+    }
+
+    /// The first `n` bytes received and not yet taken as a PDU, for an error message about a
+    /// peer that does not speak iSCSI: printable ASCII as it is, the rest as `\xNN`, quoted.
+    pub fn received_text(&self, n: usize) -> String {
+        let shown: String = self
+            .rbuf
+            .iter()
+            .take(n)
+            .flat_map(|&b| std::ascii::escape_default(b))
+            .map(char::from)
+            .collect();
+        let more = if self.rbuf.len() > n { "..." } else { "" };
+        format!("\"{shown}{more}\"")
+    }
+
     /// The socket, the framing state and any bytes already read past the last PDU, for a
     /// driver that takes the connection over.
     pub(crate) fn into_parts(self) -> (TcpStream, Codec, BytesMut) {

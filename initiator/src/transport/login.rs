@@ -91,6 +91,19 @@ pub enum SessionError {
         /// Why.
         source: RecvError,
     },
+    /// The peer answered our first login request with something that is not an iSCSI Login
+    /// Response: another service listens on the port (an HTTP proxy on 3260, say).
+    #[error(
+        "{portal} does not speak iSCSI (is another service listening there? iSCSI's port is 3260): its answer to our login began {seen}"
+    )]
+    NotIscsi {
+        /// The portal.
+        portal: Portal,
+        /// The first bytes it sent, printable ASCII kept and the rest escaped.
+        seen: String,
+        /// What the decoder said (logged at debug level, not shown: it speaks of opcodes).
+        why: String,
+    },
     /// Redirected too many times.
     #[error("login redirected more than {0} times; giving up")]
     TooManyRedirects(u32),
@@ -111,9 +124,13 @@ impl SessionError {
         matches!(self, SessionError::Login { source, .. } if source.is_authentication_failure())
     }
 
-    /// Whether no portal answered at all: exit code 3.
+    /// Whether no iSCSI portal answered at all (nothing listens, or something else than
+    /// iSCSI does): exit code 3.
     pub fn is_unreachable(&self) -> bool {
-        matches!(self, SessionError::Unreachable { .. })
+        matches!(
+            self,
+            SessionError::Unreachable { .. } | SessionError::NotIscsi { .. }
+        )
     }
 }
 
@@ -155,6 +172,10 @@ pub async fn login(
                     established,
                     portal,
                 });
+            }
+            Err(Exchange::NotIscsi { seen, why }) => {
+                debug!(%portal, %target, why, "first answer is no iSCSI login response");
+                return Err(SessionError::NotIscsi { portal, seen, why });
             }
             Err(Exchange::Recv(source)) => {
                 return Err(SessionError::Connection { portal, source });
@@ -211,6 +232,11 @@ pub async fn login(
 enum Exchange {
     Login(LoginError),
     Recv(RecvError),
+    /// The first answer was no iSCSI Login Response.
+    NotIscsi {
+        seen: String,
+        why: String,
+    },
 }
 
 /// Runs one login exchange over an open connection.
@@ -220,6 +246,7 @@ async fn exchange(
     policy: &LoginPolicy,
 ) -> Result<Established, Exchange> {
     let mut login = Login::new(config);
+    let mut first = true;
     loop {
         while let Some(pdu) = login.poll_transmit() {
             if connection.send(&pdu).await.is_err() {
@@ -229,7 +256,28 @@ async fn exchange(
         if let Some(outcome) = login.poll_outcome() {
             return outcome.map_err(Exchange::Login);
         }
-        match connection.recv(policy.response_timeout).await {
+        let received = connection.recv(policy.response_timeout).await;
+        if std::mem::take(&mut first) {
+            // Garbage, or a PDU no target sends first, in answer to our first request: the
+            // peer is something else than an iSCSI target.
+            let why = match &received {
+                Err(RecvError::Decode(e)) => Some(e.to_string()),
+                Err(RecvError::Closed | RecvError::Io(_)) if connection.buffered() > 0 => Some(
+                    "it closed the connection after an answer shorter than a PDU header".to_owned(),
+                ),
+                Ok(crate::wire::Pdu::LoginResponse(_) | crate::wire::Pdu::Reject(_)) | Err(_) => {
+                    None
+                }
+                Ok(other) => Some(format!("a {:?} PDU", other.opcode())),
+            };
+            if let Some(why) = why {
+                return Err(Exchange::NotIscsi {
+                    seen: connection.received_text(24),
+                    why,
+                });
+            }
+        }
+        match received {
             // An error is kept as the login's outcome, taken at the top of the loop.
             Ok(pdu) => drop(login.handle_pdu(pdu)),
             Err(RecvError::Closed) => login.handle_close(),
