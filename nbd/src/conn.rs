@@ -12,6 +12,7 @@
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use sanshim_blockdev::BlockDevice;
@@ -148,7 +149,12 @@ where
 {
     let (mut rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_replies(wr, rx, Arc::clone(&target.counters)));
+    let writer = tokio::spawn(write_replies(
+        wr,
+        rx,
+        Arc::clone(&target.counters),
+        config.reply_timeout,
+    ));
     let mut reader = Reader {
         session: target.params.session(target.structured),
         device: target.device,
@@ -157,10 +163,14 @@ where
         bytes: Arc::new(Semaphore::new(config.connection_buffer_bytes as usize)),
         tx,
     };
+    // Ends when the writer does (a client that stopped taking replies, a broken socket), so
+    // that the reader does not wait for requests on a connection that is finished.
+    let writer_gone = reader.tx.clone();
     let result = loop {
         let step = tokio::select! {
             biased;
             () = shutdown.wait() => break Ok(()),
+            () = writer_gone.closed() => break Ok(()),
             step = reader.next(&mut rd) => step,
         };
         match step {
@@ -169,6 +179,8 @@ where
             Err(e) => break Err(e),
         }
     };
+    // Every sender gone, the writer sends what is queued and ends.
+    drop(writer_gone);
     drop(reader);
     let written = writer.await.map_err(io::Error::other)?;
     result.and(written.map_err(ConnectionError::from))
@@ -363,7 +375,10 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     counters: Arc<Counters>,
+    limit: Duration,
 ) -> io::Result<()> {
+    // Each write gets `limit` to go out: a client that stops reading replies would otherwise
+    // hold the connection (and a graceful shutdown) forever.
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
@@ -380,23 +395,34 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                 // What is gathered and the data, straight from the device's buffer, in one
                 // vectored write.
                 let mut reply = Buf::chain(&batch[..], data);
-                wr.write_all_buf(&mut reply).await?;
+                within(limit, wr.write_all_buf(&mut reply)).await?;
                 batch.clear();
             }
             drop(out);
             if batch.len() >= BATCH_BYTES {
-                wr.write_all(&batch).await?;
+                within(limit, wr.write_all(&batch)).await?;
                 batch.clear();
             }
             next = rx.try_recv().ok();
         }
         if !batch.is_empty() {
-            wr.write_all(&batch).await?;
+            within(limit, wr.write_all(&batch)).await?;
             batch.clear();
         }
-        wr.flush().await?;
+        within(limit, wr.flush()).await?;
     }
-    wr.shutdown().await
+    within(limit, wr.shutdown()).await
+}
+
+/// `io` if it completes within `limit`; else a `TimedOut` error naming the cause.
+async fn within(limit: Duration, io: impl Future<Output = io::Result<()>>) -> io::Result<()> {
+    match tokio::time::timeout(limit, io).await {
+        Ok(result) => result,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("the client took no reply for {limit:?}: it stopped reading; dropped"),
+        )),
+    }
 }
 
 /// Takes `n` permits (the semaphores are never closed, so the error cannot happen).

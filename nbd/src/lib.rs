@@ -87,6 +87,10 @@ pub struct Config {
     pub connection_buffer_bytes: u32,
     /// Requests one connection may have in flight at once.
     pub max_inflight_requests: u32,
+    /// Time a reply may wait for the client to take it (the socket's send buffer full):
+    /// a client that stops reading replies is dropped after it, and a shutdown never waits
+    /// on such a client longer.
+    pub reply_timeout: Duration,
 }
 
 impl Default for Config {
@@ -97,6 +101,7 @@ impl Default for Config {
             max_request_bytes: MAX_REQUEST_BYTES,
             connection_buffer_bytes: 2 * MAX_REQUEST_BYTES,
             max_inflight_requests: 128,
+            reply_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -283,6 +283,52 @@ async fn test_disc_and_shutdown_drain_in_flight_requests() {
     assert!(!srv.sock.exists(), "socket removed on shutdown");
 }
 
+/// A client that sends reads and never takes the replies: once the socket is full, the
+/// connection is dropped after the reply timeout, and a graceful shutdown in the meantime
+/// completes within it instead of waiting for the client forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_a_client_that_stops_reading_replies_does_not_hold_the_server() {
+    let config = Config {
+        reply_timeout: Duration::from_secs(1),
+        ..Config::default()
+    };
+    let srv = TestServer::start(config, vec![export("disk", mem_disk(512, 64 << 20), false)]).await;
+    // Replies pile up in the socket until the server's writer blocks.
+    let mut deaf = go(&srv, "disk", false).await;
+    for cookie in 0..64 {
+        deaf.send(Command::READ, 0, cookie, 0, 1 << 20).await;
+    }
+    // Dropped after the timeout: the server closes its side, which the client sees once it
+    // looks (the replies that did go out come first).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut sink = vec![0u8; 1 << 20];
+    let drained = tokio::time::timeout(SHORT, async {
+        loop {
+            match deaf.stream.read(&mut sink).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert_eq!(drained, Ok(true), "the connection was closed by the server");
+
+    // The same during a shutdown: it returns within the timeout.
+    let mut deaf = go(&srv, "disk", false).await;
+    for cookie in 0..64 {
+        deaf.send(Command::READ, 0, cookie, 0, 1 << 20).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    srv.stop().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown waited {:?}",
+        started.elapsed()
+    );
+    drop(deaf);
+}
+
 #[tokio::test]
 async fn test_in_flight_requests_are_bounded_per_connection() {
     let dev = Arc::new(FaultDisk::new(MemDisk::new(512, 2048).unwrap()));
