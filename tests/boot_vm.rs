@@ -77,6 +77,8 @@ done
 /// Stops `sanshim boot` and reports its exit status and log.
 const STOP: &str = r#"
 kill -TERM $pid; wait $pid; echo "@@exit rc=$?"
+# A restarted boot logs elsewhere: its last lines, for a failure's console tail.
+[ -e /tmp/boot2.err ] && tail -n 12 /tmp/boot2.err | sed 's/^/@@stop2 /'
 [ -e /sys/block/nbd0/pid ] && p=yes || p=no
 echo "@@after pid=$p"
 echo "@@ioerr $(dmesg | grep -c -e 'I/O error' -e 'blk_update_request')"
