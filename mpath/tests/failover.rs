@@ -249,8 +249,11 @@ async fn a_lone_command_on_a_silent_path_fails_over() {
         longest = longest.max(started.elapsed());
     }
     assert!(proxies[0].faults_fired() >= 1, "the freeze fired");
+    // The frozen command moved to path 2 (path 1 may be back in service already: a new
+    // connection through the proxy logs in again at once, so its current reason says so),
+    // and within the stall check — the keep-alive alone would take 10 s.
     let s = &device.stats()[0];
-    assert!(s.reason.contains("no progress"), "{s:?}");
+    assert!(s.failovers >= 1 && s.state_changes >= 1, "{s:?}");
     eprintln!("lone command: longest read {longest:?}");
     assert!(longest < Duration::from_secs(4), "{longest:?}");
     proxies[0].release();
