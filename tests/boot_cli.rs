@@ -18,7 +18,7 @@ mod common;
 mod tables;
 
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -286,19 +286,10 @@ fn sendtargets_adds_the_portals_the_table_left_out() {
     );
 
     // The real thing, without network set-up or a kernel device: two paths, one device.
-    let sock = dir.path().join("boot.sock");
-    let control = dir.path().join("boot.ctl");
-    let log = dir.path().join("boot.log");
-    let mut child = sanshim()
-        .args(["boot", "--no-net", "--no-attach", "--ibft", &table])
-        .arg("--listen")
-        .arg(format!("unix:{}", sock.display()))
-        .arg("--control")
-        .arg(&control)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut child, control, log) = serve_in(
+        sanshim().args(["boot", "--no-net", "--no-attach", "--ibft", &table]),
+        dir.path(),
+    );
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     if !wait_until(Duration::from_secs(60), || control.exists()) {
         child.kill().ok();
@@ -327,22 +318,11 @@ fn logins_wait_for_a_target_that_comes_up_late() {
         &loopback_table(t.port(), None),
         &Layout::default(),
     );
-    let (sock, control, log) = (
-        dir.path().join("boot.sock"),
-        dir.path().join("boot.ctl"),
-        dir.path().join("boot.log"),
-    );
     let started = Instant::now();
-    let mut child = sanshim()
-        .args(["boot", "--no-net", "--no-attach", "--ibft", &table])
-        .arg("--listen")
-        .arg(format!("unix:{}", sock.display()))
-        .arg("--control")
-        .arg(&control)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (mut child, control, log) = serve_in(
+        sanshim().args(["boot", "--no-net", "--no-attach", "--ibft", &table]),
+        dir.path(),
+    );
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
         wait_until(Duration::from_secs(20), || read_log()
@@ -385,14 +365,9 @@ fn a_dead_path_at_boot_does_not_hold_the_boot() {
     ibft.targets.push(second);
     let dir = tempfile::tempdir().unwrap();
     let table = write_table(dir.path(), "dead", &ibft, &Layout::default());
-    let (sock, control, log) = (
-        dir.path().join("boot.sock"),
-        dir.path().join("boot.ctl"),
-        dir.path().join("boot.log"),
-    );
     let started = Instant::now();
-    let mut child = sanshim()
-        .args([
+    let (mut child, control, log) = serve_in(
+        sanshim().args([
             "boot",
             "--no-net",
             "--no-attach",
@@ -400,15 +375,9 @@ fn a_dead_path_at_boot_does_not_hold_the_boot() {
             "3",
             "--ibft",
             &table,
-        ])
-        .arg("--listen")
-        .arg(format!("unix:{}", sock.display()))
-        .arg("--control")
-        .arg(&control)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+        ]),
+        dir.path(),
+    );
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     if !wait_until(Duration::from_secs(30), || control.exists()) {
         child.kill().ok();
@@ -484,21 +453,10 @@ fn chap_and_mutual_chap_from_the_table() {
     ibft.targets.push(mutual);
     let dir = tempfile::tempdir().unwrap();
     let table = write_table(dir.path(), "chap", &ibft, &Layout::default());
-    let (sock, control, log) = (
-        dir.path().join("boot.sock"),
-        dir.path().join("boot.ctl"),
-        dir.path().join("boot.log"),
+    let (mut child, control, log) = serve_in(
+        sanshim().args(["boot", "--no-net", "--no-attach", "--ibft", &table]),
+        dir.path(),
     );
-    let mut child = sanshim()
-        .args(["boot", "--no-net", "--no-attach", "--ibft", &table])
-        .arg("--listen")
-        .arg(format!("unix:{}", sock.display()))
-        .arg("--control")
-        .arg(&control)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     if !wait_until(Duration::from_secs(60), || control.exists()) {
         child.kill().ok();
@@ -568,21 +526,12 @@ fn boot_configures_the_network_and_serves_both_paths() {
     assert!(plan.contains("link up: to do"), "{plan}");
     assert!(!addr_of(&t.ini_ns(), &t.dev(1)).contains(&t.initiator_addr(1).to_string()));
 
-    let sock = dir.path().join("boot.sock");
-    let control = dir.path().join("boot.ctl");
-    let log = dir.path().join("boot.log");
     let started = Instant::now();
-    let child = t
-        .ini(env!("CARGO_BIN_EXE_sanshim"))
-        .args(["boot", "--no-attach", "--ibft", &table])
-        .arg("--listen")
-        .arg(format!("unix:{}", sock.display()))
-        .arg("--control")
-        .arg(&control)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let (child, control, log) = serve_in(
+        t.ini(env!("CARGO_BIN_EXE_sanshim"))
+            .args(["boot", "--no-attach", "--ibft", &table]),
+        dir.path(),
+    );
     let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
     let up = wait_until(Duration::from_secs(60), || control.exists());
     assert!(up, "boot did not come up:\n{}", read_log());
@@ -601,7 +550,10 @@ fn boot_configures_the_network_and_serves_both_paths() {
     assert!(paths.iter().all(|p| p["state"] == "active"), "{status}");
 
     let copy = dir.path().join("copy.img");
-    let uri = format!("nbd+unix:///boot?socket={}", sock.display());
+    let uri = format!(
+        "nbd+unix:///boot?socket={}",
+        dir.path().join("boot.sock").display()
+    );
     let out = output_within(
         Command::new("nbdcopy").arg(&uri).arg(&copy),
         Duration::from_secs(60),
@@ -628,6 +580,23 @@ fn boot_configures_the_network_and_serves_both_paths() {
     ] {
         assert!(log.contains(needle), "{needle}: {log}");
     }
+}
+
+/// Starts `cmd` (a `sanshim boot` command line) serving on a unix socket in `dir`, with its
+/// control socket and its log there; returns the child and the control socket's and the
+/// log's paths.
+fn serve_in(cmd: &mut Command, dir: &Path) -> (std::process::Child, PathBuf, PathBuf) {
+    let (control, log) = (dir.join("boot.ctl"), dir.join("boot.log"));
+    let child = cmd
+        .arg("--listen")
+        .arg(format!("unix:{}", dir.join("boot.sock").display()))
+        .arg("--control")
+        .arg(&control)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    (child, control, log)
 }
 
 fn status_json(control: &Path) -> Value {
