@@ -231,39 +231,131 @@ fn wrong_target_secret_in_mutual_chap_is_refused() {
     assert!(out.stderr.contains(IQN), "{}", out.stderr);
 }
 
+/// Every form a secret could leak in: as typed, and as the hex and base64 encodings iSCSI
+/// uses for binary values (RFC 7143 §6.1), in either case.
+fn leaked_forms(secret: &str) -> Vec<String> {
+    const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+    let mut base64 = String::new();
+    for chunk in secret.as_bytes().chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            base64.push(char::from(B64[(n >> (18 - 6 * i) & 63) as usize]));
+        }
+    }
+    vec![
+        secret.to_owned(),
+        hex.clone(),
+        hex.to_uppercase(),
+        // Long enough not to match by chance, short enough to catch a truncated dump.
+        base64[..base64.len() - 2].to_owned(),
+    ]
+}
+
+/// Runs `cmd` at the most verbose logging there is (`-vvv` and `RUST_LOG=trace`, which also
+/// opens every dependency's trace) and fails if any form of any secret reaches its output.
+fn assert_no_secret(what: &str, cmd: &mut std::process::Command, code: i32, secrets: &[&str]) {
+    let out = run(cmd.env("RUST_LOG", "trace"));
+    out.expect_code(code);
+    assert!(
+        out.stderr.contains("TRACE"),
+        "{what}: trace logging is on:\n{}",
+        out.stderr
+    );
+    for secret in secrets {
+        for form in leaked_forms(secret) {
+            assert!(!out.stdout.contains(&form), "{what}: {secret} on stdout");
+            assert!(
+                !out.stderr.contains(&form),
+                "{what}: secret {secret} in the logs as {form:?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn no_secret_in_trace_output() {
     let Some(mut t) = target() else { return };
     t.add_chap(1, "alice", "alice-secret-1234", false);
     t.add_chap(1, "target1", "target-secret-5678", true);
-    for good in [true, false] {
-        let mutual = if good {
-            "target-secret-5678"
-        } else {
-            "bad-target-secret-99"
-        };
-        let out = run(sanshim()
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("chap");
+    std::fs::write(&secret_file, "alice-secret-1234\n").unwrap();
+    let mutual_file = dir.path().join("mutual");
+    std::fs::write(&mutual_file, "target-secret-5678\n").unwrap();
+    let (secret_file, mutual_file) = (secret_file.to_str().unwrap(), mutual_file.to_str().unwrap());
+    let all = [
+        "alice-secret-1234",
+        "target-secret-5678",
+        "bad-target-secret-99",
+        "wrong-secret-0000",
+        "url-secret-4321",
+    ];
+    let cred = ["--chap-user", "alice", "--mutual-user", "target1"];
+    // Mutual CHAP from the environment, good and wrong.
+    for (mutual, code) in [("target-secret-5678", 0), ("bad-target-secret-99", 4)] {
+        assert_no_secret(
+            &format!("ls, mutual secret {code}"),
+            sanshim()
+                .args(["-vvv", "ls", &url(&t, 1)])
+                .args(cred)
+                .env("SANSHIM_CHAP_SECRET", "alice-secret-1234")
+                .env("SANSHIM_MUTUAL_SECRET", mutual),
+            code,
+            &all,
+        );
+    }
+    // A wrong initiator secret, from the environment.
+    assert_no_secret(
+        "ls, wrong secret",
+        sanshim()
+            .args(["-vvv", "ls", &url(&t, 1), "--chap-user", "alice"])
+            .env("SANSHIM_CHAP_SECRET", "wrong-secret-0000"),
+        4,
+        &all,
+    );
+    // A secret in the URL (refused: it is the wrong one, so the error path is scanned too).
+    let in_url = format!("iscsi://alice%url-secret-4321@{}/{IQN}/1", t.portal());
+    assert_no_secret(
+        "ls, secret in the URL",
+        sanshim().args(["-vvv", "ls", &in_url]),
+        4,
+        &all,
+    );
+    // Secrets from files, through discovery, the LUN listing and I/O.
+    assert_no_secret(
+        "discover --luns",
+        sanshim()
+            .args(["-vvv", "discover", "--luns", &t.portal()])
+            .args(cred)
+            .args(["--chap-secret-file", secret_file])
+            .args(["--mutual-secret-file", mutual_file]),
+        0,
+        &all,
+    );
+    assert_no_secret(
+        "bench",
+        sanshim()
             .args([
                 "-vvv",
-                "ls",
-                &url(&t, 1),
-                "--chap-user",
-                "alice",
-                "--mutual-user",
-                "target1",
+                "bench",
+                "--rw",
+                "randwrite",
+                "--bs",
+                "64k",
+                "--size",
+                "4m",
             ])
-            .env("SANSHIM_CHAP_SECRET", "alice-secret-1234")
-            .env("SANSHIM_MUTUAL_SECRET", mutual));
-        out.expect_code(if good { 0 } else { 4 });
-        assert!(
-            out.stderr.contains("TRACE") || out.stderr.contains("DEBUG"),
-            "-vvv logs"
-        );
-        for secret in ["alice-secret-1234", "target-secret-5678", mutual] {
-            assert!(!out.stdout.contains(secret), "secret on stdout");
-            assert!(!out.stderr.contains(secret), "secret {secret} in the logs");
-        }
-    }
+            .args(["--verify", &url(&t, 1)])
+            .args(cred)
+            .args(["--chap-secret-file", secret_file])
+            .args(["--mutual-secret-file", mutual_file]),
+        0,
+        &all,
+    );
 }
 
 #[test]

@@ -245,6 +245,7 @@ impl Login {
         nsg: Stage,
         chap_list: bool,
     ) -> Result<(), LoginError> {
+        log_keys("sending", self.stage, &pairs);
         let text = encode_text(&pairs)
             .map_err(|_| LoginError::InvalidConfig("a login key or value is not valid iSCSI text"))?
             .freeze();
@@ -333,6 +334,7 @@ impl Login {
         let Some(pairs) = pairs else {
             return self.send_ack();
         };
+        log_keys("received", self.stage, &pairs);
         match self.stage {
             Stage::SECURITY => self.handle_security(&response, pairs),
             _ => self.handle_operational(&response, pairs),
@@ -548,6 +550,23 @@ impl Login {
 
 /// The error for a response with a non-success status to a request sent in the operational
 /// stage when `operational` (our own stage: LIO's failure responses leave CSG at 0).
+/// Logs the keys of one login request or response at trace level, for whoever debugs a login
+/// that fails. A CHAP response is hidden: with its challenge it would let a reader of the log
+/// search for the secret offline. The secret itself never reaches a key.
+fn log_keys(direction: &str, stage: Stage, pairs: &[(String, String)]) {
+    if !tracing::enabled!(tracing::Level::TRACE) {
+        return;
+    }
+    let keys: Vec<String> = pairs
+        .iter()
+        .map(|(key, value)| match key.as_str() {
+            "CHAP_R" => format!("{key}=(hidden)"),
+            _ => format!("{key}={}", super::negotiate::clip(value)),
+        })
+        .collect();
+    tracing::trace!(stage = ?stage, keys = %keys.join(" "), "login keys {direction}");
+}
+
 fn failure(response: &LoginResponse, sent: RequestFlags, operational: bool) -> LoginError {
     let status = response.status;
     if status.class() == 1 {
