@@ -10,9 +10,9 @@ use tracing::debug;
 
 use crate::scsi::{
     AccessState, BlockDeviceCharacteristics, BlockLimits, Cdb, Designator, DeviceIdentification,
-    LogicalBlockProvisioning, ModeSense10, ParseError, PeripheralDeviceType, ReadCapacity10,
-    ReadCapacity16, ReportLuns, Sense, StandardInquiry, SupportedVpdPages, TargetPortGroup,
-    TargetPortGroups, Tpgs, UnitSerialNumber, VpdPage,
+    LogicalBlockProvisioning, ModeSense10, ParseError, PeripheralDeviceType, PeripheralQualifier,
+    ReadCapacity10, ReadCapacity16, ReportLuns, Sense, StandardInquiry, SupportedVpdPages,
+    TargetPortGroup, TargetPortGroups, Tpgs, UnitSerialNumber, VpdPage,
 };
 use crate::session::{Command, TaskError, Transfer};
 use crate::transport::SessionHandle;
@@ -187,6 +187,28 @@ pub async fn report_luns(client: &SessionHandle) -> Result<Vec<Lun>, InspectErro
             }
         }
     }
+}
+
+/// The disks (direct-access logical units, connected) the target presents: REPORT LUNS, then
+/// a standard INQUIRY of each, at most `limit` of them, so a controller LUN 0 or an enclosure
+/// is not mistaken for a disk. A LUN whose INQUIRY fails is left out.
+///
+/// # Errors
+/// [`InspectError`] when REPORT LUNS fails or its data is malformed.
+pub async fn disk_luns(client: &SessionHandle, limit: usize) -> Result<Vec<Lun>, InspectError> {
+    let mut disks = Vec::new();
+    for lun in report_luns(client).await?.into_iter().take(limit) {
+        let Ok(data) = command(client, lun, Cdb::inquiry(36), 36, "INQUIRY").await else {
+            continue;
+        };
+        if StandardInquiry::parse(&data).is_ok_and(|inq| {
+            inq.qualifier == PeripheralQualifier::CONNECTED
+                && inq.device_type == PeripheralDeviceType::DIRECT_ACCESS
+        }) {
+            disks.push(lun);
+        }
+    }
+    Ok(disks)
 }
 
 /// Gathers the [`LunReport`] of `lun`.

@@ -16,7 +16,7 @@ use sanshim_initiator::transport::{self, LoginPolicy, SessionError, SessionHandl
 use sanshim_initiator::url::{IscsiUrl, UrlError};
 use sanshim_initiator::wire::Isid;
 use sanshim_mpath::{Multipath, NoPathRetry, Policy};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::cli::{DigestChoice, Global};
 use crate::creds::{self, UrlCredentials};
@@ -132,22 +132,61 @@ impl<'g> Context<'g> {
         ScsiDisk::open(portal, config, self.policy.clone(), options).await
     }
 
-    /// Opens a discovery session at `portal` with `chap` (not the command line's), for a
-    /// SendTargets of the portals a boot table left out.
+    /// Opens a discovery session at `portal`, offering each of `offers` (a name for the log,
+    /// and the CHAP credentials or none) in turn while the portal refuses them, each login
+    /// bounded by `timeout`. Logs which offer the portal took ("none" when it chose no
+    /// authentication over our CHAP offer), and warns when it falls back to none after a
+    /// refusal.
     ///
     /// # Errors
-    /// The session failure.
-    pub async fn open_discovery_as(
+    /// The offers tried and the last failure: a refusal of the last offer, or the first
+    /// failure that is not a refusal (then trying others is pointless).
+    pub async fn discovery_login(
         &self,
         portal: &Portal,
-        chap: Option<sanshim_initiator::login::ChapConfig>,
+        offers: Vec<(&'static str, Option<ChapConfig>)>,
         path: u32,
-    ) -> Result<SessionHandle, SessionError> {
-        let mut config = LoginConfig::discovery(&self.initiator_name, self.isid(path));
-        config.proposal = self.proposal();
-        config.chap = chap;
-        let session = DiskOptions::default().session_config();
-        transport::open(portal, config, &self.policy, session).await
+        timeout: Duration,
+    ) -> Result<SessionHandle, DiscoveryRefused> {
+        let count = offers.len();
+        let mut tried = Vec::new();
+        for (i, (auth, chap)) in offers.into_iter().enumerate() {
+            let mutual = chap.as_ref().is_some_and(|c| c.mutual.is_some());
+            let mut config = LoginConfig::discovery(&self.initiator_name, self.isid(path));
+            config.proposal = self.proposal();
+            config.chap = chap;
+            let session = DiskOptions::default().session_config();
+            tried.push(auth);
+            let login = transport::open(portal, config, &self.policy, session);
+            let error = match tokio::time::timeout(timeout, login).await {
+                Ok(Ok(handle)) => {
+                    let auth = match handle.established().chap_algorithm {
+                        Some(_) => auth,
+                        None => "none",
+                    };
+                    info!(%portal, auth, "discovery session logged in");
+                    return Ok(handle);
+                }
+                Ok(Err(e)) => DiscoveryError::Session(e),
+                Err(_) => DiscoveryError::Timeout(timeout),
+            };
+            let refused = matches!(&error, DiscoveryError::Session(e) if e.is_refusal());
+            if !refused || i + 1 == count {
+                return Err(DiscoveryRefused { tried, error });
+            }
+            warn!(
+                %portal,
+                error = %error,
+                "the portal refused our CHAP credentials for discovery; trying without authentication (its discovery may be unprotected, or protected by other credentials)"
+            );
+            if mutual {
+                warn!(%portal, "the SendTargets answer will not be authenticated (target logins still use mutual CHAP)");
+            }
+        }
+        Err(DiscoveryRefused {
+            tried,
+            error: DiscoveryError::NoOffer,
+        })
     }
 
     /// Opens a discovery session at `portal` for `sanshim discover`, with the credentials a
@@ -178,63 +217,40 @@ impl<'g> Context<'g> {
                     None => vec![("none", None)],
                 },
             };
-        let count = offers.len();
-        let mut tried = Vec::new();
-        for (i, (auth, chap)) in offers.into_iter().enumerate() {
-            let mutual = chap.as_ref().is_some_and(|c| c.mutual.is_some());
-            let mut config = LoginConfig::discovery(&self.initiator_name, self.isid(path));
-            config.proposal = self.proposal();
-            config.chap = chap;
-            let session = DiskOptions::default().session_config();
-            match transport::open(portal, config, &self.policy, session).await {
-                Ok(handle) => {
-                    // The portal may have chosen AuthMethod=None over our CHAP offer.
-                    let auth = if handle.established().chap_algorithm.is_some() {
-                        auth
-                    } else {
-                        "none"
-                    };
-                    info!(%portal, auth, "discovery session logged in");
-                    return Ok(handle);
-                }
-                Err(e) if e.is_refusal() && i + 1 < count => {
-                    warn!(
-                        %portal,
-                        error = %e,
-                        "the portal refused our CHAP credentials for discovery; trying without authentication (its discovery may be unprotected; give --discovery-chap-user if its discovery secret differs)"
-                    );
-                    if mutual {
-                        warn!(%portal, "the SendTargets answer will not be authenticated (target logins still use mutual CHAP)");
-                    }
-                    tried.push(auth);
-                }
-                Err(e) if e.is_refusal() => {
-                    tried.push(auth);
-                    let what = tried
-                        .iter()
-                        .map(|a| match *a {
-                            "discovery-chap" => "the discovery CHAP credentials",
-                            "session-chap" => "the --chap-user credentials",
-                            _ => "no authentication",
-                        })
-                        .collect::<Vec<_>>()
-                        .join(", then ");
-                    let advice = if auth == "discovery-chap" {
-                        "check --discovery-chap-user and its secret ($SANSHIM_DISCOVERY_CHAP_SECRET or --discovery-chap-secret-file), and the initiator name the portal allows"
-                    } else {
-                        "the portal protects discovery: give its discovery credentials with --discovery-chap-user and $SANSHIM_DISCOVERY_CHAP_SECRET (or --discovery-chap-secret-file)"
-                    };
-                    return Err(Failure::new(
-                        exit::LOGIN_REFUSED,
-                        anyhow!("discovery at {portal}: tried {what}: {e} ({advice})"),
-                    ));
-                }
-                Err(e) => return Err(session_failure(e)),
+        // Any login has its own deadlines; this bound only stops a portal that never answers.
+        let timeout = Duration::from_secs(60);
+        let refused = match self.discovery_login(portal, offers, path, timeout).await {
+            Ok(handle) => return Ok(handle),
+            Err(refused) => refused,
+        };
+        let DiscoveryRefused { tried, error } = refused;
+        let e = match error {
+            DiscoveryError::Session(e) if e.is_refusal() => e,
+            DiscoveryError::Session(e) => return Err(session_failure(e)),
+            other => {
+                return Err(Failure::new(
+                    exit::UNREACHABLE,
+                    anyhow!("discovery at {portal}: {other}"),
+                ));
             }
-        }
+        };
+        let what = tried
+            .iter()
+            .map(|a| match *a {
+                "discovery-chap" => "the discovery CHAP credentials",
+                "session-chap" => "the --chap-user credentials",
+                _ => "no authentication",
+            })
+            .collect::<Vec<_>>()
+            .join(", then ");
+        let advice = if tried.last() == Some(&"discovery-chap") {
+            "check --discovery-chap-user and its secret ($SANSHIM_DISCOVERY_CHAP_SECRET or --discovery-chap-secret-file), and the initiator name the portal allows"
+        } else {
+            "the portal protects discovery: give its discovery credentials with --discovery-chap-user and $SANSHIM_DISCOVERY_CHAP_SECRET (or --discovery-chap-secret-file)"
+        };
         Err(Failure::new(
-            exit::OTHER,
-            anyhow!("discovery at {portal}: no credentials to offer"),
+            exit::LOGIN_REFUSED,
+            anyhow!("discovery at {portal}: tried {what}: {e} ({advice})"),
         ))
     }
 
@@ -570,6 +586,9 @@ impl Context<'_> {
                 first_error.unwrap_or_else(|| Failure::new(exit::USAGE, anyhow!("no URL given")))
             );
         }
+        if let Some((name, disk)) = paths.first() {
+            warn_other_luns(name, disk).await;
+        }
         let disks: Vec<(String, ScsiDisk)> = paths;
         match Multipath::new(disks, config).await {
             Ok(device) => Ok(device),
@@ -579,6 +598,41 @@ impl Context<'_> {
             )),
         }
     }
+}
+
+/// LUN masking mistakes destroy data: when the target presents disks besides the one named,
+/// say which, so that an operator who meant another one stops before anything is written.
+/// Only a warning — several LUNs behind one target are normal, and sanshim never touches any
+/// LUN but the named one. A target that cannot list its LUNs is only noted in the debug log.
+pub async fn warn_other_luns(shown: &str, disk: &ScsiDisk) {
+    let named = disk.lun();
+    match sanshim_initiator::inspect::disk_luns(disk.session(), 64).await {
+        Ok(luns) => {
+            let others: Vec<String> = luns
+                .iter()
+                .filter(|lun| **lun != named)
+                .map(|lun| render_lun(*lun))
+                .collect();
+            if !others.is_empty() {
+                warn!(
+                    url = %shown,
+                    "the target also presents LUN {} besides LUN {}: only LUN {} (the one named) \
+                     will be used; if you meant another, stop now and check the URL and the \
+                     array's LUN masking",
+                    others.join(", "),
+                    render_lun(named),
+                    render_lun(named),
+                );
+            }
+        }
+        Err(e) => debug!(url = %shown, error = %e, "the target's LUNs could not be listed"),
+    }
+}
+
+/// A LUN as users write it: its number, or its eight bytes in hex when it has none.
+fn render_lun(lun: sanshim_initiator::wire::Lun) -> String {
+    lun.number()
+        .map_or_else(|| format!("{:#018x}", lun.raw()), |n| n.to_string())
 }
 
 /// Logs every disk out; failures are only logged.
@@ -593,4 +647,28 @@ async fn close_all(paths: Vec<(String, ScsiDisk)>) {
 /// Runs futures concurrently on this task and collects their outputs in order.
 async fn futures_join<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output> {
     sanshim_blockdev::split::join_all(futures.collect()).await
+}
+
+/// Why [`Context::discovery_login`] got no session: the offers it tried, in order, and the
+/// failure that ended it.
+#[derive(Debug)]
+pub struct DiscoveryRefused {
+    /// The names of the offers tried.
+    pub tried: Vec<&'static str>,
+    /// The last failure.
+    pub error: DiscoveryError,
+}
+
+/// The failure of one discovery login.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    /// The login failed.
+    #[error(transparent)]
+    Session(SessionError),
+    /// The portal did not finish the login in time.
+    #[error("no login answer in {} s", .0.as_secs())]
+    Timeout(Duration),
+    /// There was nothing to offer.
+    #[error("no credentials to offer")]
+    NoOffer,
 }

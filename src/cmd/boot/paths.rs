@@ -20,7 +20,7 @@ use sanshim_initiator::portal::Portal;
 use tracing::{info, warn};
 
 use super::plan::{BootPlan, Origin, TargetEntry};
-use crate::cmd::session::{Context, open_failure};
+use crate::cmd::session::{Context, DiscoveryError, open_failure};
 use crate::exit::{self, Failure};
 
 /// How patient logins are.
@@ -99,6 +99,7 @@ pub async fn login_patiently(
                     took_ms = started.elapsed().as_millis() as u64,
                     "logged in"
                 );
+                crate::cmd::session::warn_other_luns(&url.to_string(), &disk).await;
                 return Ok(disk);
             }
             Err(e) => e,
@@ -192,51 +193,36 @@ async fn send_targets(
     target: &TargetEntry,
     path: usize,
 ) -> Option<Vec<sanshim_initiator::discovery::DiscoveredTarget>> {
-    let mut offers = vec![target.chap.as_ref().map(|c| c.config())];
-    if target.chap.is_some() {
-        offers.push(None);
+    let mut offers = vec![("table-chap", target.chap.as_ref().map(|c| c.config()))];
+    match offers[0].1 {
+        Some(_) => offers.push(("none", None)),
+        None => offers[0].0 = "none",
     }
-    let mut last = None;
-    for chap in offers {
-        let auth = if chap.is_some() { "table-chap" } else { "none" };
-        let login = ctx.open_discovery_as(portal, chap, 1000 + path as u32);
-        let session = match tokio::time::timeout(DISCOVERY_TIMEOUT, login).await {
-            Ok(Ok(s)) => {
-                let auth = if s.established().chap_algorithm.is_some() {
-                    auth
-                } else {
-                    "none"
-                };
-                info!(portal = %portal, auth, "discovery session logged in");
-                s
+    let last = match ctx
+        .discovery_login(portal, offers, 1000 + path as u32, DISCOVERY_TIMEOUT)
+        .await
+    {
+        Ok(session) => {
+            let answer = tokio::time::timeout(DISCOVERY_TIMEOUT, send_targets_all(&session)).await;
+            session.close().await;
+            match answer {
+                Ok(Ok(found)) => return Some(found),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no answer".into(),
             }
-            // Refused: perhaps discovery wants other credentials (or none); try the next.
-            Ok(Err(e)) if e.is_refusal() => {
-                last = Some(e.to_string());
-                continue;
-            }
-            Ok(Err(e)) => {
+        }
+        Err(refused) => match refused.error {
+            DiscoveryError::Session(e) if !e.is_refusal() => {
                 info!(portal = %portal, error = %e, "no SendTargets: the portal does not answer");
                 return None;
             }
-            Err(_) => {
-                last = Some("no answer".into());
-                break;
-            }
-        };
-        let answer = tokio::time::timeout(DISCOVERY_TIMEOUT, send_targets_all(&session)).await;
-        session.close().await;
-        match answer {
-            Ok(Ok(found)) => return Some(found),
-            Ok(Err(e)) => last = Some(e.to_string()),
-            Err(_) => last = Some("no answer".into()),
-        }
-        break;
-    }
+            other => other.to_string(),
+        },
+    };
     warn!(
         portal = %portal,
         target = %target.name,
-        error = last.as_deref().unwrap_or("unknown"),
+        error = %last,
         "SendTargets failed; only the table's paths are used"
     );
     None
