@@ -31,13 +31,13 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::data::sha256_hex;
 use common::tgtd::{Tgtd, free_port};
 use sanshim_ibft::writer::{self, Layout};
 use sanshim_ibft::{
     ChapType, Header, Ibft, Initiator, Lun, MacAddr, Nic, Origin, PciBdf, Secret, Target, flags,
 };
 use serde_json::Value;
-use sha2::Digest as _;
 use vm::{Initramfs, Kit, Net, Vm, VmRun};
 
 const IQN: &str = "iqn.2026-12.test.sanshim:bootvm";
@@ -113,13 +113,6 @@ fn single<'r>(run: &'r VmRun, tag: &str) -> &'r str {
         run.console_tail(80)
     );
     found[0]
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// What every scenario checks once the guest is done.

@@ -13,8 +13,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use sha2::Digest;
-
+use common::data::{random_bytes, sha256_file, sha256_hex};
 use common::tgtd::Tgtd;
 
 const IQN: &str = "iqn.2026-11.test.sanshim:export";
@@ -291,29 +290,4 @@ fn output(cmd: &mut Command) -> String {
     let out = common::run(cmd);
     out.expect_code(0);
     out.stdout
-}
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    // xorshift64*: reproducible, fast, and incompressible enough for a copy test.
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn sha256_file(path: &Path) -> String {
-    sha256_hex(&std::fs::read(path).unwrap())
 }

@@ -26,15 +26,15 @@ mod common;
 mod lio;
 mod vm;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::RunResult;
+use common::data::{random_bytes, sha256_file, sha256_hex};
 use common::netns::{run_within, wait_until};
 use lio::{Access, Chap, DiscoveryAuth, Lio, Spec, Target, Tpg};
 use serde_json::Value;
-use sha2::Digest;
 
 const INITIATOR: &str = "iqn.2026-12.test.sanshim:lio-initiator";
 const OPEN: &str = "iqn.2026-12.test.sanshim:lio-open";
@@ -623,29 +623,4 @@ impl Drop for Export {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    // xorshift64*: reproducible, fast, and incompressible enough for a copy test.
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 8);
-    while out.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        out.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-fn sha256_file(path: &Path) -> String {
-    sha256_hex(&std::fs::read(path).unwrap())
 }

@@ -25,6 +25,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod common;
+
+use common::data::sha256_hex;
 mod vm;
 
 use std::path::{Path, PathBuf};
@@ -32,7 +34,6 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use sha2::Digest;
 use vm::{Initramfs, Net, Vm, VmRun};
 
 /// Size of the pattern the guests write, in MiB.
@@ -504,13 +505,6 @@ fn single(run: &VmRun, tag: &str) -> String {
         run.console_tail(60)
     );
     found[0].to_owned()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// `nbd-client` as `/bin/nbd-client` plus every library `ldd` names, at their own paths;

@@ -3,6 +3,7 @@
 //! Each test binary includes this with `mod common;`; not every binary uses every helper.
 #![allow(dead_code)]
 
+pub mod data;
 pub mod mock_portal;
 pub mod netns;
 pub mod tgtd;
