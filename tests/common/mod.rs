@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod mock_portal;
+pub mod nbd_client;
 pub mod netns;
 pub mod tgtd;
 
