@@ -224,6 +224,7 @@ impl PathShare {
             "errors": s.errors,
             "failovers": s.failovers,
             "reconnects": s.reconnects,
+            "syncs": s.syncs,
             "state_changes": s.state_changes,
             "reason": s.reason,
         })

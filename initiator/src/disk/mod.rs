@@ -26,7 +26,7 @@
 
 mod ops;
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -157,6 +157,8 @@ pub struct ScsiDisk {
     /// Until when the reset unit attention of a LOGICAL UNIT RESET our own side sent is due
     /// on this I_T nexus ([`ScsiDisk::expect_reset_attention`]).
     own_reset: Mutex<Option<Instant>>,
+    /// SYNCHRONIZE CACHE commands that completed with GOOD status.
+    syncs: AtomicU64,
     /// The condition last logged for a user to act on (0 none, 1 LU gone, 2 out of space).
     told: AtomicU8,
 }
@@ -205,6 +207,7 @@ impl ScsiDisk {
             write_same: AtomicBool::new(true),
             alua_changed: AtomicBool::new(false),
             own_reset: Mutex::new(None),
+            syncs: AtomicU64::new(0),
             told: AtomicU8::new(0),
         })
     }
@@ -254,6 +257,12 @@ impl ScsiDisk {
     /// The LUN the disk is.
     pub fn lun(&self) -> Lun {
         self.lun
+    }
+
+    /// How many SYNCHRONIZE CACHE commands completed with GOOD status: explicit flushes, the
+    /// FUA fallback's and the one [`ScsiDisk::close`] sends.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     /// How many times the session was re-established after losing its connection.

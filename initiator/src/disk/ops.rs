@@ -192,6 +192,9 @@ impl ScsiDisk {
         }
         let result = status(response, op).map(drop);
         self.tell(result.as_ref().err());
+        if result.is_ok() {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
         result
     }
 
