@@ -60,6 +60,11 @@ pub struct Global {
     /// Data digest to negotiate.
     #[arg(long, global = true, value_enum, default_value_t = DigestChoice::PreferCrc32c)]
     pub data_digest: DigestChoice,
+    /// Seconds to wait for each answer during a login before giving up on the portal (a
+    /// portal that accepts connections and never answers: exit 3).
+    #[arg(long, global = true, value_name = "SECS", default_value = "15",
+          value_parser = crate::cmd::session::parse_login_timeout)]
+    pub login_timeout: std::time::Duration,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -351,6 +351,57 @@ fn logins_wait_for_a_target_that_comes_up_late() {
     assert!(read_log().contains("attempts="), "{}", read_log());
 }
 
+/// A portal that accepts connections and never answers the login (a target daemon that is
+/// still starting, or hung): each attempt ends after `--login-timeout` saying so, and boot
+/// keeps trying until the portal answers (here: by redirecting to the target).
+#[test]
+fn boot_retries_a_portal_that_does_not_answer_the_login() {
+    use common::mock_portal::{MockPortal, Reply};
+    let target = FakeTarget::start(TargetConfig {
+        iqn: IQN.into(),
+        block_count: 8192,
+        ..TargetConfig::default()
+    });
+    let answer = Reply::Status(
+        sanshim_initiator::wire::LoginStatus::TARGET_MOVED_TEMPORARILY,
+        Some(format!("{},1", target.portal())),
+    );
+    let portal = MockPortal::start(vec![Reply::Silent, Reply::Silent, answer]);
+    let dir = tempfile::tempdir().unwrap();
+    let table = write_table(
+        dir.path(),
+        "silent",
+        &loopback_table(portal.port(), None),
+        &Layout::default(),
+    );
+    let (mut child, control, log) = serve_in(
+        sanshim().args([
+            "--login-timeout",
+            "0.5",
+            "boot",
+            "--no-net",
+            "--no-attach",
+            "--ibft",
+            &table,
+        ]),
+        dir.path(),
+    );
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    if !wait_until(Duration::from_secs(60), || control.exists()) {
+        child.kill().ok();
+        panic!("boot did not come up:\n{}", read_log());
+    }
+    stop(child, &read_log);
+    let log = read_log();
+    let silent = format!(
+        "portal 127.0.0.1:{} accepted the connection but sent no login response in 0.5 s",
+        portal.port()
+    );
+    assert_eq!(log.matches(&silent).count(), 2, "{log}");
+    assert!(log.contains("the target may still be coming up"), "{log}");
+    assert!(log.contains("attempts=3"), "{log}");
+}
+
 /// Two table paths, one of them dead at boot time: boot serves over the live one after
 /// `--path-grace`, instead of holding the boot for the dead path's whole login patience.
 #[test]

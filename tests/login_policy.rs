@@ -1,6 +1,6 @@
 //! Login policy against a scripted portal in front of a real tgtd: redirections are followed
-//! (and bounded), a busy target is retried with backoff (and bounded), a silent portal costs a
-//! bounded time; discovery falls back from refused session credentials to none, and says so.
+//! (and bounded), a busy target is retried with backoff (and bounded), a silent portal fails
+//! after the login timeout with exit 3; discovery falls back from refused session credentials to none, and says so.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -111,19 +111,58 @@ fn busy_target_is_retried_with_backoff() {
     );
 }
 
+/// A portal that accepts the connection and never answers the login (a hung target daemon)
+/// fails after `--login-timeout`, once, with one line saying what happened where and what to
+/// ask, and exit 3 — for `ls` and for `bench`.
 #[test]
-fn a_silent_portal_costs_a_bounded_time() {
+fn a_portal_that_never_answers_the_login_times_out_with_exit_3() {
     let portal = MockPortal::start(vec![Reply::Silent]);
-    let started = Instant::now();
+    let url = format!("iscsi://127.0.0.1:{}/{IQN}/1", portal.port());
+    let expected = format!(
+        "portal 127.0.0.1:{} accepted the connection but sent no login response in 0.5 s: \
+         is it an iSCSI target? is the target daemon hung?",
+        portal.port()
+    );
+    let ls = run(sanshim().args(["--login-timeout", "0.5", "ls", &url]));
+    let bench = run(sanshim().args(["--login-timeout", "0.5", "bench", "--size", "4k", &url]));
+    for out in [&ls, &bench] {
+        out.expect_code(3);
+        assert!(out.stderr.contains(&expected), "{}", out.stderr);
+        let errors: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("sanshim: error:"))
+            .collect();
+        assert_eq!(errors.len(), 1, "one line: {}", out.stderr);
+        assert!(errors[0].contains("--login-timeout"), "{}", out.stderr);
+    }
+    assert_eq!(portal.connections(), 2, "one login each, no retries");
+    let zero = run(sanshim().args(["--login-timeout", "0", "ls", &url]));
+    zero.expect_code(2);
+}
+
+/// A target that closes the connection without answering the login (LIO when CHAP is
+/// required and none was offered; tgt or a SAN still coming up) is tried a few times, then
+/// refused: one line saying what happened and what to check, exit 4.
+#[test]
+fn a_target_that_closes_during_login_is_refused_with_exit_4() {
+    let portal = MockPortal::start(vec![Reply::Close]);
     let out = ls(portal.port());
-    assert_ne!(out.code, 0);
-    let elapsed = started.elapsed();
-    assert!(elapsed < Duration::from_secs(40), "gave up in {elapsed:?}");
+    out.expect_code(4);
+    let errors: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("sanshim: error:"))
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", out.stderr);
     assert!(
-        out.stderr.contains("no PDU") || out.stderr.contains("within"),
+        errors[0].contains(&format!("login to {IQN} at 127.0.0.1:{}", portal.port()))
+            && errors[0].contains("closed the connection without answering the login")
+            && errors[0].contains("require CHAP (give --chap-user)"),
         "{}",
         out.stderr
     );
+    assert_eq!(portal.connections(), 3, "the first login and two retries");
 }
 
 fn discover(port: u16, args: &[&str], env: &[(&str, &str)]) -> common::RunResult {

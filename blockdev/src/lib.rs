@@ -292,6 +292,10 @@ pub enum ErrorKind {
     Unsupported,
     /// The device is out of space (thin provisioning exhausted).
     NoSpace,
+    /// The logical unit is no longer presented (SCSI LOGICAL UNIT NOT SUPPORTED: unmapped or
+    /// masked on the array). No path reaches it any more; not a path failure: a multipath
+    /// device that failed over on it would go round its paths for ever.
+    NotPresent,
 }
 
 impl ErrorKind {
@@ -302,7 +306,8 @@ impl ErrorKind {
             | ErrorKind::TargetFailure
             | ErrorKind::PathFailure
             | ErrorKind::PathDown
-            | ErrorKind::PortUnavailable => 5, // EIO
+            | ErrorKind::PortUnavailable
+            | ErrorKind::NotPresent => 5, // EIO
             ErrorKind::OutOfRange | ErrorKind::InvalidRequest => 22, // EINVAL
             ErrorKind::ReadOnly => 1,                                // EPERM
             ErrorKind::Unsupported => 95,                            // EOPNOTSUPP

@@ -7,7 +7,7 @@
 //! state ([`ErrorKind::PortUnavailable`]: standby, unavailable, transitioning) goes to standby
 //! instead, keeping its connection, until the checker reads its group's state again; the
 //! request goes to another path. A SCSI error that is not the path's (medium error, out of
-//! range, read-only) goes to the caller as it is. With no path left, requests wait for one for
+//! range, read-only, out of space, a LU no longer presented) goes to the caller as it is. With no path left, requests wait for one for
 //! the no-path-retry time, then fail; the caller (the NBD server) stays connected throughout.
 //!
 //! # Ghost writes

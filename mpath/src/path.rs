@@ -108,6 +108,8 @@ pub struct PathStats {
     pub latency_us: [u64; 4],
     /// Times its session logged in again.
     pub reconnects: u64,
+    /// SYNCHRONIZE CACHE commands that completed on it ([`ScsiDisk::syncs`]).
+    pub syncs: u64,
     /// The TCP maximum segment size it is clamped to, if any.
     pub max_segment: Option<u32>,
     /// ALUA: 0 active/optimized (or no ALUA), 1 active/non-optimized.
@@ -275,6 +277,7 @@ impl Path {
             in_flight: self.in_flight.load(Ordering::Relaxed),
             latency_us: latency,
             reconnects: self.disk.reconnects(),
+            syncs: self.disk.syncs(),
             max_segment: s.max_segment,
             alua_rank: self.rank.load(Ordering::Relaxed),
         }

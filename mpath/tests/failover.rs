@@ -167,6 +167,35 @@ async fn a_port_in_standby_passes_its_requests_on_without_a_path_error() {
     Arc::into_inner(device).unwrap().close().await.unwrap();
 }
 
+/// A LUN the target no longer presents (LOGICAL UNIT NOT SUPPORTED) is the caller's error at
+/// once: no path is failed, nothing is re-driven on the other path, and once the LUN is back
+/// the device works on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_lun_is_a_device_error_not_a_path_failure() {
+    let target = target();
+    let (device, _proxies) = two_paths(&target, Config::default()).await;
+    let gone = SenseCode::new(SenseKey::ILLEGAL_REQUEST, 0x25, 0x00);
+    target.script(Rule::check_condition(Some(0x8a), u32::MAX, gone));
+    let before = target.counters().commands_of(0x8a);
+    let data = Bytes::from(vec![0x11; 4096]);
+    let e = device.write(8, data.clone(), false).await.unwrap_err();
+    assert_eq!(e.kind(), sanshim_blockdev::ErrorKind::NotPresent, "{e}");
+    assert_eq!(
+        target.counters().commands_of(0x8a) - before,
+        1,
+        "sent once, not round the paths"
+    );
+    let stats = device.stats();
+    for s in &stats {
+        assert_eq!(s.failovers, 0, "{s:?}");
+        assert_eq!(s.state, State::Active, "{s:?}");
+    }
+    assert_eq!(stats.iter().map(|s| s.errors).sum::<u64>(), 1, "{stats:?}");
+    target.clear_rules();
+    device.write(8, data, false).await.unwrap();
+    device.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_path_fails_over_and_comes_back() {
     let target = target();

@@ -22,6 +22,8 @@ use clap::{Args, ValueEnum};
 use sanshim_bench::{
     BenchError, BenchOptions, Bound, PhaseReport, ReadWrite, Report, format_size, parse_size,
 };
+use sanshim_initiator::disk::explain;
+use sanshim_initiator::url::IscsiUrl;
 use sanshim_mpath::{Multipath, PathStats};
 
 use serde_json::{Value, json};
@@ -121,6 +123,8 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<ExitCode, Failure> {
     );
     options.verify = args.verify;
     let mut disk_options = args.disk.options(!rw.is_write() && !args.verify);
+    // A failure to act on at the array ends the run and is said by its exit line.
+    disk_options.log_conditions = false;
     // The session's window need not limit --qd; requests beyond it wait in the disk's queue.
     if args.disk.queue_depth.is_none() {
         disk_options.queue_depth = disk_options.queue_depth.max(args.qd).min(MAX_SESSION_DEPTH);
@@ -148,7 +152,7 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<ExitCode, Failure> {
         .await;
         let paths = path_shares(&before, &disk.stats(), started.elapsed());
         let closed = close(disk).await;
-        let report = result.map_err(bench_failure)?;
+        let report = result.map_err(|e| bench_failure(e, &urls))?;
         closed?;
         if args.json {
             let mut doc = to_json(&report, &args.urls);
@@ -220,6 +224,7 @@ impl PathShare {
             "errors": s.errors,
             "failovers": s.failovers,
             "reconnects": s.reconnects,
+            "syncs": s.syncs,
             "state_changes": s.state_changes,
             "reason": s.reason,
         })
@@ -248,8 +253,9 @@ async fn close(disk: Arc<Multipath>) -> Result<(), Failure> {
     }
 }
 
-/// Maps a failed run to the exit codes of the contract.
-fn bench_failure(e: BenchError) -> Failure {
+/// Maps a failed run to the exit codes of the contract; a failure the user must act on at
+/// the array (LU gone, out of space) is said first, naming the LU of `urls`.
+fn bench_failure(e: BenchError, urls: &[IscsiUrl]) -> Failure {
     let code = match &e {
         BenchError::Options(_) => exit::USAGE,
         BenchError::Mismatch { .. } => exit::VERIFY_MISMATCH,
@@ -257,7 +263,27 @@ fn bench_failure(e: BenchError) -> Failure {
         BenchError::Io { .. } => exit::SCSI,
         _ => exit::OTHER,
     };
-    Failure::new(code, e)
+    let explained = match (&e, urls.first()) {
+        (BenchError::Io { error, .. }, Some(url)) => {
+            let mut portals: Vec<String> = Vec::new();
+            for portal in urls.iter().map(|u| u.portal().to_string()) {
+                if !portals.contains(&portal) {
+                    portals.push(portal);
+                }
+            }
+            explain(
+                error.kind(),
+                url.lun(),
+                url.target().as_str(),
+                &portals.join(", "),
+            )
+        }
+        _ => None,
+    };
+    match explained {
+        Some(line) => Failure::new(code, anyhow!("{line} ({e})")),
+        None => Failure::new(code, e),
+    }
 }
 
 /// The `--json` document.

@@ -160,6 +160,9 @@ pub async fn serve(plan: &ServePlan, disk: &Arc<Multipath>) -> Result<(), Failur
     }
     if let Some(task) = control {
         task.abort();
+        // Its report holds the device: wait until it is gone, or the logout on exit would
+        // find the device still in use.
+        let _ = task.await;
         let _ = std::fs::remove_file(&plan.control);
     }
     info!("stopping: detaching, draining in-flight requests");

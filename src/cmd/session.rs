@@ -68,7 +68,10 @@ impl<'g> Context<'g> {
         Ok(Context {
             global,
             initiator_name,
-            policy: LoginPolicy::default(),
+            policy: LoginPolicy {
+                response_timeout: global.login_timeout,
+                ..LoginPolicy::default()
+            },
             isid_seed,
         })
     }
@@ -491,6 +494,14 @@ fn parse_no_path_retry(s: &str) -> Result<NoPathRetry, String> {
     }
 }
 
+/// Parses `--login-timeout`: seconds, above zero.
+pub fn parse_login_timeout(s: &str) -> Result<Duration, String> {
+    match parse_secs(s)? {
+        d if d.is_zero() => Err(format!("{s}: the login timeout must be above 0")),
+        d => Ok(d),
+    }
+}
+
 /// Parses a number of seconds (fractions allowed, at most a day) for a clap argument.
 pub fn parse_secs(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
@@ -515,7 +526,16 @@ pub fn open_failure(e: OpenError) -> Failure {
 
 /// Maps a session failure to the exit code of the contract, with advice.
 pub fn session_failure(e: SessionError) -> Failure {
-    if e.is_unreachable() {
+    if matches!(
+        e,
+        SessionError::NoLoginResponse { .. } | SessionError::LoginStalled { .. }
+    ) {
+        // The message asks its own questions; --login-timeout is the knob.
+        Failure::new(
+            exit::UNREACHABLE,
+            anyhow!("{e} (a slow target may need a longer --login-timeout)"),
+        )
+    } else if e.is_unreachable() {
         let advice = "check the address and port, the cable and that the target service runs";
         Failure::new(exit::UNREACHABLE, anyhow!("{e} ({advice})"))
     } else if e.is_refusal() {

@@ -195,6 +195,7 @@ fn path_json(p: &PathStats) -> Value {
         "state_changes": p.state_changes,
         "in_flight": p.in_flight,
         "reconnects": p.reconnects,
+        "syncs": p.syncs,
         "latency_us": {"p50": p.latency_us[0], "p90": p.latency_us[1], "p99": p.latency_us[2], "max": p.latency_us[3]},
         "max_segment": p.max_segment,
         "alua_rank": p.alua_rank,
@@ -214,8 +215,8 @@ pub fn human(doc: &Value) -> String {
         let l = &p["latency_us"];
         let _ = writeln!(
             out,
-            "  path {} {}: {} ({}, {} s) ops {} bytes {} errors {} failovers {} in-flight {} \
-             latency p50 {} p99 {} us",
+            "  path {} {}: {} ({}, {} s) ops {} bytes {} errors {} failovers {} syncs {} \
+             in-flight {} latency p50 {} p99 {} us",
             p["path"],
             s(&p["name"]),
             s(&p["state"]),
@@ -225,6 +226,7 @@ pub fn human(doc: &Value) -> String {
             p["bytes"],
             p["errors"],
             p["failovers"],
+            p["syncs"],
             p["in_flight"],
             l["p50"],
             l["p99"],

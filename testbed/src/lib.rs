@@ -25,4 +25,4 @@ pub mod proxy;
 pub mod target;
 
 pub use proxy::{Direction, FaultProxy, Fired, ProxyConfig, ProxyFault};
-pub use target::{Counters, Digest, FakeTarget, Rule, SenseCode, TargetConfig};
+pub use target::{Counters, Digest, Event, FakeTarget, Rule, SenseCode, TargetConfig};

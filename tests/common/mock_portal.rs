@@ -1,6 +1,6 @@
 //! A scripted iSCSI portal for states a real target cannot be pushed into: it answers each
-//! connection's first Login Request with the next scripted reply (a redirection, "busy", or
-//! silence) and closes. Real logins go to tgtd; this only stands in front of it.
+//! connection's first Login Request with the next scripted reply (a redirection, "busy",
+//! silence, or a close without an answer) and closes. Real logins go to tgtd; this only stands in front of it.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -20,6 +20,9 @@ pub enum Reply {
     RedirectToSelf,
     /// Accept the connection and never answer.
     Silent,
+    /// Read the first Login Request, then close the connection without an answer (as LIO
+    /// does when a portal group requires CHAP and none was offered).
+    Close,
 }
 
 /// A listening mock portal on loopback, answering connections from a script.
@@ -69,6 +72,21 @@ impl MockPortal {
 }
 
 fn serve(mut stream: TcpStream, reply: Option<Reply>) {
+    if matches!(reply, Some(Reply::Close)) {
+        let mut codec = Codec::new();
+        let mut buf = BytesMut::new();
+        let mut chunk = [0u8; 4096];
+        while !matches!(
+            codec.decode_as(&mut buf, Role::Target),
+            Ok(Some(_)) | Err(_)
+        ) {
+            match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        return;
+    }
     let Some(Reply::Status(status, address)) = reply else {
         // Silent: hold the connection open until the peer gives up.
         let mut sink = [0u8; 4096];

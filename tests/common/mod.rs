@@ -5,6 +5,7 @@
 
 pub mod data;
 pub mod mock_portal;
+pub mod nbd_client;
 pub mod netns;
 pub mod tgtd;
 

@@ -309,7 +309,9 @@ impl Tgtd {
         }
     }
 
-    fn try_tgtadm(&self, args: &[&str]) -> Result<String, String> {
+    /// Runs `tgtadm -C N --lld iscsi ARGS` once, without recording it; its output, or why it
+    /// failed (for a change tgtd may refuse for now, such as deleting an active LU).
+    pub fn try_tgtadm(&self, args: &[&str]) -> Result<String, String> {
         let mut cmd = self.command("tgtadm");
         cmd.args(["-C", &self.control.to_string(), "--lld", "iscsi"])
             .args(args);

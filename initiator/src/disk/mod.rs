@@ -26,11 +26,11 @@
 
 mod ops;
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sanshim_blockdev::{Geometry, Limits};
+use sanshim_blockdev::{ErrorKind, Geometry, Limits};
 
 use crate::inspect::{self, InspectError, LunReport};
 use crate::login::LoginConfig;
@@ -60,6 +60,10 @@ pub struct DiskOptions {
     /// Fail commands at once when the connection is lost or down, for a multipath layer to
     /// re-drive them on another path (default: re-issue them on the next connection).
     pub fail_fast: bool,
+    /// Log, once per episode, the conditions a user must act on at the array (the LU no
+    /// longer presented, out of space; default on); off for a caller that reports the
+    /// failure itself, as `sanshim bench` does on exit.
+    pub log_conditions: bool,
 }
 
 impl Default for DiskOptions {
@@ -73,6 +77,7 @@ impl Default for DiskOptions {
             read_only: false,
             lun: 0,
             fail_fast: false,
+            log_conditions: true,
         }
     }
 }
@@ -152,6 +157,10 @@ pub struct ScsiDisk {
     /// Until when the reset unit attention of a LOGICAL UNIT RESET our own side sent is due
     /// on this I_T nexus ([`ScsiDisk::expect_reset_attention`]).
     own_reset: Mutex<Option<Instant>>,
+    /// SYNCHRONIZE CACHE commands that completed with GOOD status.
+    syncs: AtomicU64,
+    /// The condition last logged for a user to act on (0 none, 1 LU gone, 2 out of space).
+    told: AtomicU8,
 }
 
 impl ScsiDisk {
@@ -198,6 +207,8 @@ impl ScsiDisk {
             write_same: AtomicBool::new(true),
             alua_changed: AtomicBool::new(false),
             own_reset: Mutex::new(None),
+            syncs: AtomicU64::new(0),
+            told: AtomicU8::new(0),
         })
     }
 
@@ -220,8 +231,7 @@ impl ScsiDisk {
     /// was refused for its port's ALUA state (NOT READY 0x04/0x0a..=0x0c), since the last
     /// call: the ALUA states of the target port groups must be read again.
     pub fn take_alua_changed(&self) -> bool {
-        self.alua_changed
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        self.alua_changed.swap(false, Ordering::Relaxed)
     }
 
     /// Says that a LOGICAL UNIT RESET is about to be sent to this LU by our own side (a
@@ -249,6 +259,12 @@ impl ScsiDisk {
         self.lun
     }
 
+    /// How many SYNCHRONIZE CACHE commands completed with GOOD status: explicit flushes, the
+    /// FUA fallback's and the one [`ScsiDisk::close`] sends.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
+    }
+
     /// How many times the session was re-established after losing its connection.
     pub fn reconnects(&self) -> u64 {
         self.session.reconnects()
@@ -272,6 +288,24 @@ impl ScsiDisk {
         };
         self.session.close().await;
         flushed
+    }
+}
+
+/// The one line a user gets for a failure they must act on at the array, naming the LU
+/// (`lun` of `target`, reached at `portals`) and what to do; `None` for other kinds.
+pub fn explain(kind: ErrorKind, lun: u64, target: &str, portals: &str) -> Option<String> {
+    match kind {
+        ErrorKind::NotPresent => Some(format!(
+            "LUN {lun} of target {target} (portal {portals}) is no longer presented: the target \
+             answers LOGICAL UNIT NOT SUPPORTED (was it unmapped, or masked from this initiator, \
+             on the array?): check the array's LUN mapping"
+        )),
+        ErrorKind::NoSpace => Some(format!(
+            "the target is out of space (thin pool exhausted) for LUN {lun} of target {target} \
+             (portal {portals}): writes fail with SPACE ALLOCATION FAILED WRITE PROTECT: free \
+             space on the array"
+        )),
+        _ => None,
     }
 }
 

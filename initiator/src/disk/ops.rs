@@ -6,10 +6,10 @@ use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use sanshim_blockdev::{BlockDevice, BlockError, ErrorKind, Geometry};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 use super::ScsiDisk;
-use crate::scsi::{Cdb, RetryPolicy, UnmapRange, is_reset, unmap_parameter_list};
+use crate::scsi::{AscAscq, Cdb, RetryPolicy, UnmapRange, is_reset, unmap_parameter_list};
 use crate::session::{Command, Response, SubmitError, TaskError, Transfer};
 use crate::wire::ScsiStatus;
 
@@ -22,7 +22,33 @@ impl ScsiDisk {
         let op = command.cdb[0];
         let response = self.session.command(command).await.map_err(task_error)?;
         self.note_attentions(&response);
-        status(response, op)
+        let result = status(response, op);
+        self.tell(result.as_ref().err());
+        result
+    }
+
+    /// Logs, once per episode, the one line a user must act on at the array: the LU no longer
+    /// presented, or out of space. A command that goes through ends the episode.
+    fn tell(&self, error: Option<&BlockError>) {
+        let code = match error.map(BlockError::kind) {
+            None if self.told.load(Ordering::Relaxed) == 0 => return,
+            None => 0,
+            Some(ErrorKind::NotPresent) => 1,
+            Some(ErrorKind::NoSpace) => 2,
+            Some(_) => return,
+        };
+        if self.told.swap(code, Ordering::Relaxed) == code || !self.options.log_conditions {
+            return;
+        }
+        let (lun, target, portal) = (
+            self.options.lun,
+            self.session.target(),
+            self.session.portal(),
+        );
+        match error.and_then(|e| super::explain(e.kind(), lun, target, &portal.to_string())) {
+            Some(line) => error!("{line}"),
+            None => info!(lun, %target, %portal, "the LU takes commands again"),
+        }
     }
 
     /// Remembers an ALUA state change reported on the way (retried by the session) or as the
@@ -41,6 +67,27 @@ impl ScsiDisk {
         // Our own reset's attention, taken (and retried) by some other command first.
         for ua in response.unit_attentions.iter().filter(|s| is_reset(s)) {
             self.take_own_reset(ua);
+        }
+        let (lun, target, portal) = (
+            self.options.lun,
+            self.session.target(),
+            self.session.portal(),
+        );
+        for ua in &response.unit_attentions {
+            match ua.additional() {
+                AscAscq::THIN_PROVISIONING_SOFT_THRESHOLD => warn!(
+                    lun, %target, %portal,
+                    "the target's thin pool behind LUN {lun} of {target} passed its soft \
+                     threshold (THIN PROVISIONING SOFT THRESHOLD REACHED): free space on the \
+                     array before writes fail"
+                ),
+                AscAscq::REPORTED_LUNS_DATA_CHANGED => warn!(
+                    lun, %target, %portal,
+                    "the target's LUN inventory changed (REPORTED LUNS DATA HAS CHANGED); \
+                     LUN {lun} is still used"
+                ),
+                _ => {}
+            }
         }
     }
 
@@ -143,7 +190,12 @@ impl ScsiDisk {
                 "target reset before the flush: acknowledged writes may be lost",
             ));
         }
-        status(response, op).map(drop)
+        let result = status(response, op).map(drop);
+        self.tell(result.as_ref().err());
+        if result.is_ok() {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        result
     }
 
     async fn sync_once(&self, cdb: Cdb) -> Result<Response, BlockError> {

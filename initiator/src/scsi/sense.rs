@@ -121,9 +121,12 @@ impl Sense {
     ///   INVALID FIELD IN CDB (0x24/0x00) — the CDBs built here are valid, so the target
     ///   lacks an option such as FUA or UNMAP.
     /// - `InvalidRequest`: any other ILLEGAL REQUEST.
-    /// - `PathFailure`: ILLEGAL REQUEST with LOGICAL UNIT NOT SUPPORTED (0x25: the LUN is not
-    ///   mapped through this port); UNIT ATTENTION; other ABORTED COMMAND (transport
-    ///   trouble). Another path may do better.
+    /// - `NotPresent`: ILLEGAL REQUEST with LOGICAL UNIT NOT SUPPORTED (0x25: the LUN was
+    ///   unmapped or masked). A device error, as Linux's `BLK_STS_TARGET` for it: an array
+    ///   that stops presenting a LUN does so on all of its ports, and failing over on it
+    ///   would go round the paths for ever.
+    /// - `PathFailure`: UNIT ATTENTION; other ABORTED COMMAND (transport trouble). Another
+    ///   path may do better.
     /// - `PortUnavailable`: NOT READY for an ALUA transition or a standby or unavailable port
     ///   (0x04/0x0a..=0x0c): the port did not execute the command; another path may.
     /// - `TargetFailure`: HARDWARE ERROR, other NOT READY, and everything else.
@@ -138,7 +141,7 @@ impl Sense {
             SenseKey::ILLEGAL_REQUEST => match (self.asc, self.ascq) {
                 (0x21, _) => ErrorKind::OutOfRange,
                 (0x20, 0x00) | (0x24, 0x00) => ErrorKind::Unsupported,
-                (0x25, _) => ErrorKind::PathFailure,
+                (0x25, _) => ErrorKind::NotPresent,
                 _ => ErrorKind::InvalidRequest,
             },
             SenseKey::NOT_READY if self.is_port_unavailable() => ErrorKind::PortUnavailable,
@@ -466,7 +469,7 @@ mod tests {
             ),
             (
                 s(SenseKey::ILLEGAL_REQUEST, 0x25, 0),
-                ErrorKind::PathFailure,
+                ErrorKind::NotPresent,
                 false,
             ),
             (

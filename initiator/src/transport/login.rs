@@ -15,7 +15,8 @@ use crate::portal::{Portal, TargetAddress};
 pub struct LoginPolicy {
     /// Bound on each TCP connect.
     pub connect_timeout: Duration,
-    /// Bound on each PDU exchange during login.
+    /// Bound on each PDU exchange during login: a portal that accepts the connection and
+    /// then stays silent this long fails the login ([`SessionError::NoLoginResponse`]).
     pub response_timeout: Duration,
     /// Redirections followed before giving up.
     pub max_redirects: u32,
@@ -104,6 +105,31 @@ pub enum SessionError {
         /// What the decoder said (logged at debug level, not shown: it speaks of opcodes).
         why: String,
     },
+    /// The portal accepted the TCP connection and never answered our first Login Request: a
+    /// hung target daemon, or a service that waits for its client to speak first.
+    #[error(
+        "portal {portal} accepted the connection but sent no login response in {}: is it an iSCSI target? is the target daemon hung?",
+        seconds(*waited)
+    )]
+    NoLoginResponse {
+        /// The portal.
+        portal: Portal,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The portal answered the login, then stopped answering in the middle of it.
+    #[error(
+        "portal {portal} stopped answering during the login to {target} (nothing for {}): is the target daemon hung?",
+        seconds(*waited)
+    )]
+    LoginStalled {
+        /// The portal.
+        portal: Portal,
+        /// The target name (or "discovery").
+        target: String,
+        /// How long we waited.
+        waited: Duration,
+    },
     /// Redirected too many times.
     #[error("login redirected more than {0} times; giving up")]
     TooManyRedirects(u32),
@@ -124,12 +150,15 @@ impl SessionError {
         matches!(self, SessionError::Login { source, .. } if source.is_authentication_failure())
     }
 
-    /// Whether no iSCSI portal answered at all (nothing listens, or something else than
-    /// iSCSI does): exit code 3.
+    /// Whether no working iSCSI portal answered (nothing listens, something else than iSCSI
+    /// does, or the portal accepts connections and never completes a login): exit code 3.
     pub fn is_unreachable(&self) -> bool {
         matches!(
             self,
-            SessionError::Unreachable { .. } | SessionError::NotIscsi { .. }
+            SessionError::Unreachable { .. }
+                | SessionError::NotIscsi { .. }
+                | SessionError::NoLoginResponse { .. }
+                | SessionError::LoginStalled { .. }
         )
     }
 }
@@ -176,6 +205,17 @@ pub async fn login(
             Err(Exchange::NotIscsi { seen, why }) => {
                 debug!(%portal, %target, why, "first answer is no iSCSI login response");
                 return Err(SessionError::NotIscsi { portal, seen, why });
+            }
+            Err(Exchange::Silent { first, waited }) => {
+                debug!(%portal, %target, ?waited, first, "no login response");
+                return Err(match first {
+                    true => SessionError::NoLoginResponse { portal, waited },
+                    false => SessionError::LoginStalled {
+                        portal,
+                        target,
+                        waited,
+                    },
+                });
             }
             Err(Exchange::Recv(source)) => {
                 return Err(SessionError::Connection { portal, source });
@@ -237,6 +277,12 @@ enum Exchange {
         seen: String,
         why: String,
     },
+    /// Nothing arrived within the response timeout; `first`: not even an answer to our
+    /// first Login Request.
+    Silent {
+        first: bool,
+        waited: Duration,
+    },
 }
 
 /// Runs one login exchange over an open connection.
@@ -257,6 +303,10 @@ async fn exchange(
             return outcome.map_err(Exchange::Login);
         }
         let received = connection.recv(policy.response_timeout).await;
+        if let Err(RecvError::Timeout(waited)) = received {
+            // Bytes of an unfinished PDU count as no answer too: a whole one never came.
+            return Err(Exchange::Silent { first, waited });
+        }
         if std::mem::take(&mut first) {
             // Garbage, or a PDU no target sends first, in answer to our first request: the
             // peer is something else than an iSCSI target.
@@ -283,6 +333,15 @@ async fn exchange(
             Err(RecvError::Closed) => login.handle_close(),
             Err(e) => return Err(Exchange::Recv(e)),
         }
+    }
+}
+
+/// `15 s`, `1.5 s`: a timeout as a user gave it.
+fn seconds(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    match s.fract() == 0.0 {
+        true => format!("{s:.0} s"),
+        false => format!("{s:.1} s"),
     }
 }
 

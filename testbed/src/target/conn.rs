@@ -15,15 +15,15 @@ use std::time::Instant;
 
 use sanshim_initiator::wire::{
     AsyncEvent, AsyncMessage, BHS_LEN, Bytes, Codec, LoginResponse, LogoutRequest, LogoutResponse,
-    LogoutResponseCode, Lun, NopIn, NopOut, Pdu, RESERVED_TAG, Reject, RejectReason, Sn,
-    TaskMgmtRequest, TaskMgmtResponse, TextAssembler, TextSplitter, TmFunction, TmResponse,
+    LogoutResponseCode, Lun, NopIn, NopOut, Pdu, RESERVED_TAG, Reject, RejectReason, ScsiCommand,
+    Sn, TaskMgmtRequest, TaskMgmtResponse, TextAssembler, TextSplitter, TmFunction, TmResponse,
 };
 
 use super::login::{LoginMachine, LoginStep, Negotiated};
 use super::pages;
 use super::rules::Rule;
 use super::task::WriteTask;
-use super::{Shared, lock};
+use super::{Event, Shared, lock};
 
 /// What the driver must do next, in order.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -64,8 +64,10 @@ pub(crate) struct Connection {
     out: VecDeque<Transmit>,
     /// Write commands collecting Data-Out, by ITT.
     pub(super) writes: HashMap<u32, WriteTask>,
-    /// Commands held by [`Rule::Hold`], by ITT, with their LUN.
-    pub(super) held: HashMap<u32, Lun>,
+    /// Commands held by [`Rule::Hold`], by ITT.
+    pub(super) held: HashMap<u32, ScsiCommand>,
+    /// The [`crate::FakeTarget::release_held`] count this connection has acted on.
+    pub(super) released: u64,
     pub(super) next_ttt: u32,
     pub(super) text_in: TextAssembler,
     /// The rest of a Text Response too long for one PDU, and its TTT.
@@ -86,6 +88,7 @@ impl Connection {
     pub(crate) fn new(shared: Arc<Shared>, now: Instant) -> Connection {
         let stat_sn = shared.config.initial_stat_sn;
         let shared_window = shared.window();
+        let released = shared.released();
         let id = shared
             .next_conn
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -107,6 +110,7 @@ impl Connection {
             out: VecDeque::new(),
             writes: HashMap::new(),
             held: HashMap::new(),
+            released,
             next_ttt: 0x1000,
             text_in: TextAssembler::default(),
             text_out: None,
@@ -182,6 +186,7 @@ impl Connection {
             return;
         }
         self.run_deferred(now);
+        self.run_released();
         self.take_connection_rules();
         if self.close_after == Some(0) {
             self.close();
@@ -333,7 +338,7 @@ impl Connection {
                 }
             }
             TmFunction::LOGICAL_UNIT_RESET if matches!(tmf.lun.number(), Some(0 | 1)) => {
-                self.held.retain(|_, lun| *lun != tmf.lun);
+                self.held.retain(|_, cmd| cmd.lun != tmf.lun);
                 self.writes.retain(|_, w| w.lun != tmf.lun);
                 self.cancel_deferred(tmf.lun);
                 self.shared.reset_from(self.nexus);
@@ -355,6 +360,7 @@ impl Connection {
 
     fn handle_logout(&mut self, req: LogoutRequest) {
         self.shared.count(|c| c.logouts += 1);
+        self.shared.log(Event::Logout);
         // A logout is answered even when its CmdSN is outside the window (it is usually
         // immediate anyway); ExpCmdSN still advances past it.
         self.consume_cmd_sn(req.immediate, req.cmd_sn);

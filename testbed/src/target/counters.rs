@@ -2,6 +2,29 @@
 
 use std::collections::BTreeMap;
 
+use sanshim_initiator::wire::ScsiStatus;
+
+/// One step of what the target did, in the order it happened, over every connection
+/// ([`crate::FakeTarget::events`]): for tests that assert an order (a write answered before
+/// the SYNCHRONIZE CACHE arrived, a Logout after it).
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Event {
+    /// A SCSI command within the window reached the target (before any Data-Out of it).
+    Command {
+        /// CDB byte 0.
+        opcode: u8,
+    },
+    /// The target answered a SCSI command with this status (a held command: when released).
+    Status {
+        /// CDB byte 0.
+        opcode: u8,
+        /// The status sent.
+        status: ScsiStatus,
+    },
+    /// A Logout Request arrived.
+    Logout,
+}
+
 /// A snapshot of a target's counters ([`crate::FakeTarget::counters`]). All counts are
 /// totals since the target started, over every connection.
 #[derive(Clone, Debug, Default, Eq, PartialEq)]

@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use self::config::{Digest, TargetConfig};
-pub use self::counters::Counters;
+pub use self::counters::{Counters, Event};
 use self::disk::Disk;
 use self::rules::Script;
 pub use self::rules::{Rule, SenseCode};
@@ -80,7 +80,14 @@ pub(crate) struct Shared {
     reset_attention: Mutex<std::collections::HashSet<[u8; 6]>>,
     /// Further SendTargets addresses: the configuration's, then [`FakeTarget::add_address`]'s.
     extra_addresses: Mutex<Vec<String>>,
+    /// The last [`EVENTS_KEPT`] events, oldest first.
+    events: Mutex<std::collections::VecDeque<Event>>,
+    /// How many times [`FakeTarget::release_held`] was called.
+    released: std::sync::atomic::AtomicU64,
 }
+
+/// Events a target keeps ([`FakeTarget::events`]).
+const EVENTS_KEPT: usize = 4096;
 
 impl Shared {
     fn script<T>(&self, f: impl FnOnce(&mut Script) -> T) -> T {
@@ -93,6 +100,18 @@ impl Shared {
 
     fn window(&self) -> u32 {
         self.window.load(Ordering::Relaxed)
+    }
+
+    fn log(&self, event: Event) {
+        let mut events = lock(&self.events);
+        if events.len() == EVENTS_KEPT {
+            events.pop_front();
+        }
+        events.push_back(event);
+    }
+
+    fn released(&self) -> u64 {
+        self.released.load(Ordering::Acquire)
     }
 
     /// A fresh nonzero TSIH.
@@ -171,6 +190,8 @@ impl FakeTarget {
             nexuses: Mutex::default(),
             reset_attention: Mutex::default(),
             extra_addresses: Mutex::new(config_extra),
+            events: Mutex::default(),
+            released: std::sync::atomic::AtomicU64::new(0),
         });
         let streams = Arc::new(Streams::default());
         let (conn_shared, conn_streams) = (shared.clone(), streams.clone());
@@ -287,6 +308,18 @@ impl FakeTarget {
             .clone();
         c.faults_fired = self.shared.script(|s| s.fired());
         c
+    }
+
+    /// What the target did, in order: the last 4096 [`Event`]s.
+    pub fn events(&self) -> Vec<Event> {
+        lock(&self.shared.events).iter().copied().collect()
+    }
+
+    /// Carries out the commands [`Rule::Hold`] holds now, on every connection, within about
+    /// 50 ms (each connection's next tick), and answers them as if they had just arrived. A
+    /// write keeps only its immediate data: Data-Out that came while it was held is gone.
+    pub fn release_held(&self) {
+        self.shared.released.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Polls the counters until `until` holds or `timeout` passes; returns whether it held.

@@ -56,8 +56,9 @@ pub enum Rule {
         sense: Option<SenseCode>,
     },
     /// Never answer the next `count` SCSI commands with this operation code: they are held
-    /// until ABORT TASK or LOGICAL UNIT RESET drops them, or the connection ends. Held
-    /// commands still advance ExpCmdSN.
+    /// until ABORT TASK or LOGICAL UNIT RESET drops them, the connection ends, or
+    /// [`crate::FakeTarget::release_held`] carries them out. Held commands still advance
+    /// ExpCmdSN.
     Hold {
         /// SCSI operation code to match.
         opcode: u8,

@@ -11,6 +11,7 @@ use sanshim_initiator::wire::{
     Bytes, DataIn, DataOut, Lun, Pdu, R2t, RESERVED_TAG, ScsiCommand, ScsiResponse, ScsiStatus,
 };
 
+use super::Event;
 use super::conn::Connection;
 use super::pages;
 use super::rules::SenseCode;
@@ -75,6 +76,7 @@ impl Connection {
     /// Runs a SCSI command whose CmdSN has been accepted.
     pub(super) fn handle_command(&mut self, cmd: ScsiCommand) {
         let op = cmd.cdb[0];
+        self.shared.log(Event::Command { opcode: op });
         // INQUIRY, REPORT LUNS and REQUEST SENSE do not report a unit attention (SPC-5
         // §5.14); everything else meets a pending reset attention first.
         if !matches!(op, 0x12 | 0xa0 | 0x03) && self.shared.take_reset_attention(self.nexus) {
@@ -82,12 +84,31 @@ impl Connection {
             return self.respond(&cmd, outcome, Residual::of(0, 0));
         }
         if self.shared.script(|s| s.take_hold(op)) {
-            self.held.insert(cmd.itt, cmd.lun);
+            self.held.insert(cmd.itt, cmd);
             return;
         }
         if let Some((status, sense)) = self.shared.script(|s| s.take_answer(op)) {
             return self.respond(&cmd, Outcome::status(status, sense), Residual::of(0, 0));
         }
+        self.execute(cmd);
+    }
+
+    /// Carries out the held commands once [`crate::FakeTarget::release_held`] was called.
+    pub(super) fn run_released(&mut self) {
+        let released = self.shared.released();
+        if released == self.released {
+            return;
+        }
+        self.released = released;
+        let mut held: Vec<ScsiCommand> = self.held.drain().map(|(_, cmd)| cmd).collect();
+        held.sort_by_key(|cmd| cmd.cmd_sn);
+        for cmd in held {
+            self.execute(cmd);
+        }
+    }
+
+    /// Runs a command on the device.
+    fn execute(&mut self, cmd: ScsiCommand) {
         match self.device().plan(cmd.lun.number(), &cmd.cdb) {
             Plan::Done(outcome) => self.complete(&cmd, outcome),
             Plan::Write { len, op } => self.start_write(cmd, len, op),
@@ -110,6 +131,12 @@ impl Connection {
         let edtl = usize::try_from(cmd.expected_data_transfer_length).unwrap_or(usize::MAX);
         let data = data.slice(..data.len().min(edtl));
         let collapse = self.shared.config.status_in_data_in;
+        if collapse {
+            self.shared.log(Event::Status {
+                opcode: cmd.cdb[0],
+                status: ScsiStatus::GOOD,
+            });
+        }
         let sent = self.send_data_in(cmd, data, collapse.then_some(&residual));
         if !collapse {
             self.respond_after(cmd, outcome, residual, sent);
@@ -170,6 +197,10 @@ impl Connection {
 
     /// Sends a SCSI Response; `exp_data_sn` counts the Data-In or R2T PDUs sent before it.
     fn respond_after(&mut self, cmd: &ScsiCommand, o: Outcome, r: Residual, exp_data_sn: u32) {
+        self.shared.log(Event::Status {
+            opcode: cmd.cdb[0],
+            status: o.status,
+        });
         let pdu = ScsiResponse {
             overflow: r.overflow,
             underflow: r.underflow,
@@ -319,10 +350,13 @@ impl Connection {
         let lun = task.lun.number().unwrap_or(u64::MAX);
         self.shared
             .count(|c| *c.bytes_written.entry(lun).or_default() += outcome.written);
+        let mut cdb = [0; 16];
+        cdb[0] = task.opcode;
         let cmd = ScsiCommand {
             lun: task.lun,
             itt: task.itt,
             expected_data_transfer_length: task.edtl,
+            cdb,
             ..ScsiCommand::default()
         };
         let residual = Residual::of(task.needed, task.edtl);
