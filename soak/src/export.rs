@@ -23,12 +23,18 @@ pub struct Export {
 }
 
 impl Export {
-    /// Starts `sanshim` exporting every URL in `urls` as one device on `dir/nbd.sock`, and
-    /// waits for its URI line on stdout.
+    /// Starts `sanshim` exporting every URL in `urls` as one device on `dir/nbd.sock`
+    /// (requiring CRC32C digests, or refusing them), and waits for its URI line on stdout.
     ///
     /// # Errors
     /// It could not start, or exited or stayed silent for 60 s before serving.
-    pub fn start(sanshim: &Path, urls: &[String], dir: &Path) -> Result<Export, String> {
+    pub fn start(
+        sanshim: &Path,
+        urls: &[String],
+        digests: bool,
+        dir: &Path,
+    ) -> Result<Export, String> {
+        let digest = if digests { "crc32c" } else { "none" };
         let sock = dir.join("nbd.sock");
         let log = dir.join("sanshim.log");
         let stderr = File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
@@ -36,9 +42,9 @@ impl Export {
             .args([
                 "-v",
                 "--header-digest",
-                "crc32c",
+                digest,
                 "--data-digest",
-                "crc32c",
+                digest,
                 "export",
             ])
             .args(urls)

@@ -63,6 +63,10 @@ struct Args {
     /// Worker threads (requests in flight), spread over two NBD connections.
     #[arg(long, default_value_t = 8)]
     workers: usize,
+    /// Run without header and data digests (a control: a flipped bit then reaches the
+    /// client, and the soak must fail).
+    #[arg(long)]
+    no_digests: bool,
     /// Keep the working directory (logs, backing file) even when the soak passes.
     #[arg(long)]
     keep: bool,
@@ -110,10 +114,16 @@ fn soak(args: &Args, seed: u64, dir: &std::path::Path, report: &mut Report) -> R
     let size = args.size_mib << 20;
     let backing = dir.join("lun1.img");
     let portal = free_portal()?;
-    let mut tgtd = Tgtd::start(portal, &backing, size, &dir.join("tgtd.log"))?;
+    let mut tgtd = Tgtd::start(
+        !args.no_digests,
+        portal,
+        &backing,
+        size,
+        &dir.join("tgtd.log"),
+    )?;
     let digests = ProxyConfig {
-        header_digest: Some(true),
-        data_digest: Some(true),
+        header_digest: Some(!args.no_digests),
+        data_digest: Some(!args.no_digests),
     };
     let proxies = [0, 1].map(|_| FaultProxy::try_start(portal, digests));
     let [Ok(p1), Ok(p2)] = proxies else {
@@ -124,7 +134,7 @@ fn soak(args: &Args, seed: u64, dir: &std::path::Path, report: &mut Report) -> R
         .iter()
         .map(|p| format!("iscsi://{}/{}/1", p.portal(), tgtd::IQN))
         .collect();
-    let export = Export::start(&args.sanshim, &urls, dir)?;
+    let export = Export::start(&args.sanshim, &urls, !args.no_digests, dir)?;
     let clients = [0, 1].map(|_| Client::connect(&export.sock, export::NAME));
     let [Ok(c1), Ok(c2)] = clients else {
         return Err("cannot connect to the export over NBD".into());

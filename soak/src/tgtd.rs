@@ -1,5 +1,5 @@
 //! The soak's tgtd: one target with one file-backed LUN, CRC32C header and data digests
-//! required, thin provisioning on (so UNMAP punches holes and the export offers trim); killed
+//! required (unless the soak runs without), thin provisioning on (so UNMAP punches holes and the export offers trim); killed
 //! with SIGKILL and started again with the same configuration and backing file.
 //!
 //! tgtd ignores SIGTERM, so it is stopped with SIGKILL by the pid we started. Its control
@@ -17,6 +17,7 @@ pub const IQN: &str = "iqn.2026-12.test.sanshim:soak";
 /// A running tgtd; see the module documentation.
 pub struct Tgtd {
     control: u32,
+    digests: bool,
     portal: SocketAddr,
     backing: PathBuf,
     log: PathBuf,
@@ -25,11 +26,12 @@ pub struct Tgtd {
 
 impl Tgtd {
     /// Creates a sparse backing file of `size` bytes at `backing`, starts tgtd on `portal`
-    /// (logging to `log`) and configures it.
+    /// (logging to `log`) and configures it, requiring CRC32C digests when `digests`.
     ///
     /// # Errors
     /// What went wrong, with tgtd's log when it did not come up.
     pub fn start(
+        digests: bool,
         portal: SocketAddr,
         backing: &Path,
         size: u64,
@@ -40,6 +42,7 @@ impl Tgtd {
             .map_err(|e| format!("{}: {e}", backing.display()))?;
         let mut t = Tgtd {
             control: free_control()?,
+            digests,
             portal,
             backing: backing.to_owned(),
             log: log.to_owned(),
@@ -90,64 +93,25 @@ impl Tgtd {
     }
 
     fn configure(&self) -> Result<(), String> {
-        let b = self.backing.to_string_lossy();
-        let calls: [&[&str]; 7] = [
-            &["--op", "new", "--mode", "target", "--tid", "1", "-T", IQN],
-            &[
-                "--op", "bind", "--mode", "target", "--tid", "1", "-I", "ALL",
-            ],
-            &[
-                "--op",
-                "new",
-                "--mode",
-                "logicalunit",
-                "--tid",
-                "1",
-                "--lun",
-                "1",
-                "-b",
-                &b,
-            ],
-            &[
-                "--op",
-                "update",
-                "--mode",
-                "logicalunit",
-                "--tid",
-                "1",
-                "--lun",
-                "1",
-                "--params",
-                "thin_provisioning=1",
-            ],
-            &[
-                "--op",
-                "update",
-                "--mode",
-                "target",
-                "--tid",
-                "1",
-                "-n",
-                "HeaderDigest",
-                "-v",
-                "CRC32C",
-            ],
-            &[
-                "--op",
-                "update",
-                "--mode",
-                "target",
-                "--tid",
-                "1",
-                "-n",
-                "DataDigest",
-                "-v",
-                "CRC32C",
-            ],
-            &["--op", "show", "--mode", "target"],
+        let backing = self.backing.to_string_lossy();
+        let (target, lu) = (
+            "--mode target --tid 1",
+            "--mode logicalunit --tid 1 --lun 1",
+        );
+        let mut calls = vec![
+            format!("--op new {target} -T {IQN}"),
+            format!("--op bind {target} -I ALL"),
+            format!("--op new {lu} -b {backing}"),
+            format!("--op update {lu} --params thin_provisioning=1"),
         ];
-        for args in calls {
-            self.tgtadm(args)?;
+        if self.digests {
+            for key in ["HeaderDigest", "DataDigest"] {
+                calls.push(format!("--op update {target} -n {key} -v CRC32C"));
+            }
+        }
+        for call in calls {
+            // Arguments are split at spaces: the backing file's path has none (a tempdir).
+            self.tgtadm(&call.split(' ').collect::<Vec<_>>())?;
         }
         Ok(())
     }
