@@ -10,7 +10,8 @@
 //! export's path checker should have failed the path over by then); a delay lasts 2-6 s.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime};
 
 use sanshim_initiator::wire::Opcode;
 use sanshim_testbed::{Direction, FaultProxy, ProxyFault};
@@ -32,12 +33,21 @@ pub struct Scheduler<'a> {
     pub unfired: Counts,
     /// How long tgtd was gone at each restart.
     pub outages: Vec<Duration>,
+    /// Where each fault is written down as it happens (wall-clock time, to read beside the
+    /// export's log).
+    log: Option<std::fs::File>,
 }
 
 impl<'a> Scheduler<'a> {
     /// A scheduler over the two paths' proxies and tgtd.
-    pub fn new(proxies: &'a [FaultProxy; 2], tgtd: &'a mut Tgtd, rng: Rng) -> Scheduler<'a> {
+    pub fn new(
+        proxies: &'a [FaultProxy; 2],
+        tgtd: &'a mut Tgtd,
+        rng: Rng,
+        log: &std::path::Path,
+    ) -> Scheduler<'a> {
         Scheduler {
+            log: std::fs::File::create(log).ok(),
             proxies,
             tgtd,
             rng,
@@ -48,13 +58,20 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Injects faults until `deadline` or until `stop` says so; tgtd is killed first after
-    /// a quarter of the run (at most 30 s in), then every 45-75 s.
+    /// a quarter of the run (at most half of `kill_every` in), then every 0.75-1.25 times
+    /// `kill_every`.
     ///
     /// # Errors
     /// tgtd did not come back after a kill.
-    pub fn run(&mut self, deadline: Instant, stop: impl Fn() -> bool) -> Result<(), String> {
+    pub fn run(
+        &mut self,
+        deadline: Instant,
+        kill_every: Duration,
+        stop: impl Fn() -> bool,
+    ) -> Result<(), String> {
         let start = Instant::now();
-        let first = (deadline - start).div_f32(4.0).min(Duration::from_secs(30));
+        let first = (deadline - start).div_f32(4.0).min(kill_every / 2);
+        let every = kill_every.as_millis() as u64;
         let mut next_kill = start + first;
         while !stop() {
             let pause = self.rng.millis(1000, 3000);
@@ -64,13 +81,15 @@ impl<'a> Scheduler<'a> {
             std::thread::sleep(pause);
             if Instant::now() >= next_kill {
                 let down = self.rng.millis(200, 2000);
+                self.note("tgtd: SIGKILL");
                 let gone = self.tgtd.restart(down)?;
+                self.note(&format!("tgtd: back and configured after {gone:?}"));
                 self.outages.push(gone);
                 *self
                     .direct
                     .entry("tgtd_sigkill_restart".into())
                     .or_default() += 1;
-                next_kill = Instant::now() + self.rng.millis(45_000, 75_000);
+                next_kill = Instant::now() + self.rng.millis(every * 3 / 4, every * 5 / 4);
                 continue;
             }
             let path = self.rng.range(0, 2) as usize;
@@ -102,6 +121,7 @@ impl<'a> Scheduler<'a> {
         let fault = match self.rng.range(0, 11) {
             0 => {
                 proxy.cut_all();
+                self.note(&format!("path {}: cut_all", path + 1));
                 *self.direct.entry("cut_all".into()).or_default() += 1;
                 return;
             }
@@ -124,10 +144,13 @@ impl<'a> Scheduler<'a> {
             _ => ProxyFault::Delay(self.rng.millis(1, 30)),
         };
         let before = proxy.faults_fired();
+        let path = path + 1;
         proxy.arm_any(fault.clone());
+        self.note(&format!("path {path}: armed {fault:?}"));
         if let ProxyFault::Delay(_) = fault {
             std::thread::sleep(self.rng.millis(2000, 6000));
             proxy.disarm();
+            self.note(&format!("path {path}: delay over"));
             return;
         }
         let limit = (Instant::now() + Duration::from_secs(10)).min(deadline);
@@ -136,12 +159,30 @@ impl<'a> Scheduler<'a> {
         }
         if proxy.faults_fired() == before {
             proxy.disarm();
+            self.note(&format!("path {path}: never fired; disarmed"));
             *self.unfired.entry(name(&fault)).or_default() += 1;
             return;
         }
+        self.note(&format!("path {path}: fired"));
         if matches!(fault, ProxyFault::FreezeMidDataIn | ProxyFault::FreezeOnR2t) {
             std::thread::sleep(self.rng.millis(1000, 6000));
             proxy.release();
+            self.note(&format!("path {path}: released"));
+        }
+    }
+}
+
+impl Scheduler<'_> {
+    /// Writes `what` to the fault log with the UTC time of day, to match the export's log.
+    fn note(&mut self, what: &str) {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        if let Some(log) = &mut self.log {
+            let day = now.as_secs() % 86_400;
+            let (h, m, sec) = (day / 3600, day / 60 % 60, day % 60);
+            let ms = now.subsec_millis();
+            let _ = writeln!(log, "{h:02}:{m:02}:{sec:02}.{ms:03}Z {what}");
         }
     }
 }

@@ -63,6 +63,9 @@ struct Args {
     /// Worker threads (requests in flight), spread over two NBD connections.
     #[arg(long, default_value_t = 8)]
     workers: usize,
+    /// Seconds between SIGKILLs of tgtd, on average.
+    #[arg(long, default_value_t = 60)]
+    tgtd_kill_every: u64,
     /// Run without header and data digests (a control: a flipped bit then reaches the
     /// client, and the soak must fail).
     #[arg(long)]
@@ -93,7 +96,7 @@ fn main() -> ExitCode {
     report.print(args.json);
     let passed = report.passed();
     if !passed {
-        for log in ["sanshim.log", "tgtd.log"] {
+        for log in ["faults.log", "sanshim.log", "tgtd.log"] {
             tail(&dir.path().join(log), 60);
         }
     }
@@ -147,7 +150,8 @@ fn soak(args: &Args, seed: u64, dir: &std::path::Path, report: &mut Report) -> R
     let mut rng = Rng::new(seed);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
-    let mut scheduler = faults::Scheduler::new(&proxies, &mut tgtd, rng.fork());
+    let mut scheduler =
+        faults::Scheduler::new(&proxies, &mut tgtd, rng.fork(), &dir.join("faults.log"));
     let scheduled = std::thread::scope(|s| {
         for i in 0..args.workers.max(1) {
             let client = if i % 2 == 0 { &c1 } else { &c2 };
@@ -155,7 +159,11 @@ fn soak(args: &Args, seed: u64, dir: &std::path::Path, report: &mut Report) -> R
             s.spawn(move || w.worker(client, r, deadline));
         }
         let stopped = || workload.fatal().is_some();
-        let result = scheduler.run(deadline, stopped);
+        let result = scheduler.run(
+            deadline,
+            Duration::from_secs(args.tgtd_kill_every.max(1)),
+            stopped,
+        );
         if let Err(e) = &result {
             workload.fail(e.clone());
         }
