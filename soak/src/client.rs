@@ -189,7 +189,11 @@ fn handshake(stream: &mut UnixStream, name: &str) -> io::Result<(u64, u16)> {
         if h.magic.get() != OPTION_REPLY_MAGIC {
             return Err(bad("bad option reply magic"));
         }
-        let mut payload = vec![0u8; h.length.get().min(1 << 16) as usize];
+        let len = h.length.get();
+        if len > MAX_OPTION_REPLY {
+            return Err(bad("option reply too long"));
+        }
+        let mut payload = vec![0u8; len as usize];
         stream.read_exact(&mut payload)?;
         match ReplyCode(h.reply.get()) {
             ReplyCode::ACK => break,
@@ -242,3 +246,6 @@ fn bad(what: &str) -> io::Error {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
+
+/// The longest option reply read (this client asks for nothing long).
+const MAX_OPTION_REPLY: u32 = 1 << 16;

@@ -43,21 +43,20 @@ impl<'a> Scheduler<'a> {
     pub fn new(
         proxies: &'a [FaultProxy; 2],
         tgtd: &'a mut Tgtd,
-        rng: Rng,
         log: &std::path::Path,
     ) -> Scheduler<'a> {
         Scheduler {
             log: std::fs::File::create(log).ok(),
             proxies,
             tgtd,
-            rng,
+            rng: Rng::new(0),
             direct: Counts::new(),
             unfired: Counts::new(),
             outages: Vec::new(),
         }
     }
 
-    /// Injects faults until `deadline` or until `stop` says so; tgtd is killed first after
+    /// Injects faults, choosing with `rng`, until `deadline` or until `stop` says so; tgtd is killed first after
     /// a quarter of the run (at most half of `kill_every` in), then every 0.75-1.25 times
     /// `kill_every`.
     ///
@@ -65,10 +64,12 @@ impl<'a> Scheduler<'a> {
     /// tgtd did not come back after a kill.
     pub fn run(
         &mut self,
+        rng: Rng,
         deadline: Instant,
         kill_every: Duration,
         stop: impl Fn() -> bool,
     ) -> Result<(), String> {
+        self.rng = rng;
         let start = Instant::now();
         let first = (deadline - start).div_f32(4.0).min(kill_every / 2);
         let every = kill_every.as_millis() as u64;

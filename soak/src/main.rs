@@ -117,19 +117,13 @@ fn soak(args: &Args, seed: u64, dir: &std::path::Path, report: &mut Report) -> R
     let size = args.size_mib << 20;
     let backing = dir.join("lun1.img");
     let portal = free_portal()?;
-    let mut tgtd = Tgtd::start(
-        !args.no_digests,
-        portal,
-        &backing,
-        size,
-        &dir.join("tgtd.log"),
-    )?;
-    let digests = ProxyConfig {
-        header_digest: Some(!args.no_digests),
-        data_digest: Some(!args.no_digests),
+    let digests = !args.no_digests;
+    let mut tgtd = Tgtd::start(digests, portal, &backing, size, &dir.join("tgtd.log"))?;
+    let forced = ProxyConfig {
+        header_digest: Some(digests),
+        data_digest: Some(digests),
     };
-    let proxies = [0, 1].map(|_| FaultProxy::try_start(portal, digests));
-    let [Ok(p1), Ok(p2)] = proxies else {
+    let [Ok(p1), Ok(p2)] = [0, 1].map(|_| FaultProxy::try_start(portal, forced)) else {
         return Err("cannot start the fault proxies".into());
     };
     let proxies = [p1, p2];
@@ -137,9 +131,8 @@ fn soak(args: &Args, seed: u64, dir: &std::path::Path, report: &mut Report) -> R
         .iter()
         .map(|p| format!("iscsi://{}/{}/1", p.portal(), tgtd::IQN))
         .collect();
-    let export = Export::start(&args.sanshim, &urls, !args.no_digests, dir)?;
-    let clients = [0, 1].map(|_| Client::connect(&export.sock, export::NAME));
-    let [Ok(c1), Ok(c2)] = clients else {
+    let export = Export::start(&args.sanshim, &urls, digests, dir)?;
+    let [Ok(c1), Ok(c2)] = [0, 1].map(|_| Client::connect(&export.sock, export::NAME)) else {
         return Err("cannot connect to the export over NBD".into());
     };
     if c1.size != size {
@@ -147,23 +140,36 @@ fn soak(args: &Args, seed: u64, dir: &std::path::Path, report: &mut Report) -> R
     }
     report.flags = c1.flags;
     let workload = Workload::new(size / BLOCK as u64);
+    let scheduler = faults::Scheduler::new(&proxies, &mut tgtd, &dir.join("faults.log"));
+    run(args, seed, [&c1, &c2], &workload, scheduler, report)?;
+    read_back(c1, c2, &workload, report)?;
+    report.export_exit = stop(export);
+    let data = std::fs::read(&backing).map_err(|e| format!("{}: {e}", backing.display()))?;
+    report.backing = Some(workload.check_all(&data));
+    Ok(())
+}
+
+/// Runs the workers and the fault scheduler for `args.seconds`, then takes their figures.
+fn run(
+    args: &Args,
+    seed: u64,
+    clients: [&Client; 2],
+    workload: &Workload,
+    mut scheduler: faults::Scheduler<'_>,
+    report: &mut Report,
+) -> Result<(), String> {
     let mut rng = Rng::new(seed);
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
-    let mut scheduler =
-        faults::Scheduler::new(&proxies, &mut tgtd, rng.fork(), &dir.join("faults.log"));
+    let kill_every = Duration::from_secs(args.tgtd_kill_every.max(1));
+    let faults_rng = rng.fork();
     let scheduled = std::thread::scope(|s| {
         for i in 0..args.workers.max(1) {
-            let client = if i % 2 == 0 { &c1 } else { &c2 };
-            let (w, r) = (&workload, rng.fork());
-            s.spawn(move || w.worker(client, r, deadline));
+            let (client, r) = (clients[i % 2], rng.fork());
+            s.spawn(move || workload.worker(client, r, deadline));
         }
         let stopped = || workload.fatal().is_some();
-        let result = scheduler.run(
-            deadline,
-            Duration::from_secs(args.tgtd_kill_every.max(1)),
-            stopped,
-        );
+        let result = scheduler.run(faults_rng, deadline, kill_every, stopped);
         if let Err(e) = &result {
             workload.fail(e.clone());
         }
@@ -174,15 +180,10 @@ fn soak(args: &Args, seed: u64, dir: &std::path::Path, report: &mut Report) -> R
     report.unfired = scheduler.unfired.clone();
     report.outages = scheduler.outages.clone();
     report.take_stats(&mut workload.stats());
-    if let Some(e) = workload.fatal() {
-        return Err(e);
+    match workload.fatal() {
+        Some(e) => Err(e),
+        None => scheduled,
     }
-    scheduled?;
-    read_back(c1, c2, &workload, report)?;
-    report.export_exit = stop(export);
-    let data = std::fs::read(&backing).map_err(|e| format!("{}: {e}", backing.display()))?;
-    report.backing = Some(workload.check_all(&data));
-    Ok(())
 }
 
 /// Reads the whole device back over NBD and disconnects.

@@ -170,7 +170,7 @@ impl Report {
                     "lost_writes": f.lost_writes.len(), "stale_blocks": f.stale_blocks,
                     "wrong_blocks": f.wrong_blocks, "wrong_bytes": f.wrong_bytes,
                 });
-                (p.replace(' ', "_"), v)
+                (p.replace([' ', '-'], "_"), v)
             })
             .collect();
         json!({
