@@ -3,7 +3,8 @@
 //! with SIGKILL and started again with the same configuration and backing file.
 //!
 //! tgtd ignores SIGTERM, so it is stopped with SIGKILL by the pid we started. Its control
-//! socket is `/var/run/tgtd/socket.N` for `-C N`; N is picked among those not in use.
+//! socket is `/var/run/tgtd/socket.N` for `-C N`; N is picked among those not in use, and the
+//! socket (which a killed tgtd leaves) is removed at the end.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
@@ -160,6 +161,10 @@ impl Tgtd {
 impl Drop for Tgtd {
     fn drop(&mut self) {
         self.kill();
+        // A killed tgtd leaves its control socket behind.
+        for suffix in ["", ".lock"] {
+            let _ = std::fs::remove_file(format!("/var/run/tgtd/socket.{}{suffix}", self.control));
+        }
     }
 }
 
