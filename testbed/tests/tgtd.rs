@@ -96,3 +96,52 @@ fn flipped_data_bit_from_tgtd_is_a_data_digest_error() {
         other => panic!("expected a data digest error, got {other:?}"),
     }
 }
+
+/// A flipped bit in a write's immediate data with data digests on: tgtd sees the data
+/// digest error and the corrupted data never reaches the LUN. With digests off nothing but
+/// TCP's checksum guards the data, and the flipped bit is written.
+#[test]
+fn flipped_data_out_bit_is_refused_by_tgtd_only_with_digests() {
+    let Some((t, pattern)) = tgtd_with_digests() else {
+        return;
+    };
+    let backing = t.dir().join("t1-lun1.img");
+    let proxy = FaultProxy::start(t.portal().parse().unwrap());
+    let mut c = login(&proxy);
+    proxy.arm(ProxyFault::FlipDataOutBit);
+    let data = vec![0x5a; 4096];
+    let mut cmd = c.command_pdu(1, Cdb::write10(0, 8, false).padded(), 0, 4096);
+    cmd.data = data.clone().into();
+    c.send(&Pdu::ScsiCommand(cmd));
+    let answer = c.try_recv(Duration::from_secs(5));
+    assert_eq!(proxy.faults_fired(), 1);
+    // tgtd drops the connection (RFC 7143 §7.8 lets an ERL 0 target do so) or rejects the
+    // PDU; either way no GOOD status may come back for the corrupted command.
+    match answer {
+        Err(RecvError::Closed) | Ok(Pdu::Reject(_)) => {}
+        other => panic!("expected the connection closed or a Reject, got {other:?}"),
+    }
+    let on_disk = std::fs::read(&backing).unwrap();
+    assert_eq!(
+        on_disk[..4096],
+        pattern[..4096],
+        "corrupted write data reached the LUN"
+    );
+
+    let Some((mut t, _)) = tgtd_with_digests() else {
+        return;
+    };
+    t.set_param(1, "HeaderDigest", "None");
+    t.set_param(1, "DataDigest", "None");
+    let backing = t.dir().join("t1-lun1.img");
+    let proxy = FaultProxy::start(t.portal().parse().unwrap());
+    let mut c = Client::connect(proxy.addr());
+    c.login(IQN, &[("HeaderDigest", "None"), ("DataDigest", "None")]);
+    let _ = c.command(1, Cdb::test_unit_ready().padded(), 0, &[]);
+    proxy.arm(ProxyFault::FlipDataOutBit);
+    let w = c.command(1, Cdb::write10(0, 8, false).padded(), 0, &data);
+    assert_eq!(w.status, ScsiStatus::GOOD);
+    let on_disk = std::fs::read(&backing).unwrap();
+    let diff: Vec<usize> = (0..4096).filter(|&i| on_disk[i] != data[i]).collect();
+    assert_eq!(diff, [2048], "without digests the flipped bit is written");
+}

@@ -117,6 +117,12 @@ impl Session {
     pub(super) fn handle_scsi_response(&mut self, r: ScsiResponse, now: Instant) {
         self.window.update(r.exp_cmd_sn, r.max_cmd_sn);
         if !self.tasks.in_flight.contains_key(&r.itt) {
+            if self.tasks.was_aborted(r.itt) {
+                // Its StatSN still counts.
+                tracing::debug!(itt = r.itt, status = ?r.status, "SCSI Response for an aborted command; dropped");
+                let _ = self.ack(r.stat_sn, now);
+                return;
+            }
             return self.protocol_error("SCSI Response for an ITT not in flight", now);
         }
         if self.ack(r.stat_sn, now).is_err() {

@@ -86,6 +86,10 @@ pub(crate) struct TaskTable {
     pub delayed: Vec<(Instant, Task)>,
     /// Sent and not finished, by ITT.
     pub in_flight: HashMap<u32, Task>,
+    /// ITTs of the last commands a task management function aborted, newest last: a target
+    /// may still answer them after the function's response (tgtd sends an R2T or a SCSI
+    /// Response for them), and such a late answer is dropped, not a protocol violation.
+    aborted: VecDeque<u32>,
     next_itt: u32,
 }
 
@@ -129,12 +133,28 @@ impl TaskTable {
         tasks
     }
 
-    /// A tag neither reserved nor used by anything in `busy` nor by a task in flight.
+    /// Remembers that a task management function aborted the command with tag `itt` (the
+    /// last [`ABORTED_KEPT`] of them are kept).
+    pub fn note_aborted(&mut self, itt: u32) {
+        if self.aborted.len() == ABORTED_KEPT {
+            self.aborted.pop_front();
+        }
+        self.aborted.push_back(itt);
+    }
+
+    /// Whether `itt` is the tag of a command a task management function aborted lately.
+    pub fn was_aborted(&self, itt: u32) -> bool {
+        self.aborted.contains(&itt)
+    }
+
+    /// A tag neither reserved nor used by anything in `busy`, by a task in flight, nor by a
+    /// command aborted lately (whose late answers must not be taken for a new command's).
     pub fn allocate_itt(&mut self, busy: impl Fn(u32) -> bool) -> u32 {
         loop {
             let itt = self.next_itt;
             self.next_itt = self.next_itt.wrapping_add(1);
-            if itt != RESERVED_TAG && !self.in_flight.contains_key(&itt) && !busy(itt) {
+            let used = self.in_flight.contains_key(&itt) || self.aborted.contains(&itt);
+            if itt != RESERVED_TAG && !used && !busy(itt) {
                 return itt;
             }
         }
@@ -155,3 +175,6 @@ impl TaskTable {
             .map(|(&itt, _)| itt)
     }
 }
+
+/// How many aborted commands' tags are remembered: more than a session has in flight.
+const ABORTED_KEPT: usize = 1024;

@@ -182,10 +182,12 @@ impl Session {
         let Some(tmf) = self.tmfs.remove(&r.itt) else {
             return;
         };
-        // The target answers nothing more for the aborted commands: their ITTs are free
-        // and they run again.
+        // The aborted commands run again under new tags. Their old tags are remembered: a
+        // target may still send an R2T or a SCSI Response it had queued for them after its
+        // answer (tgtd does), and that is no reason to drop the connection.
         for itt in tmf.victims {
             if let Some(task) = self.tasks.in_flight.remove(&itt) {
+                self.tasks.note_aborted(itt);
                 self.reissue(task, Pace::Backoff, now);
             }
         }

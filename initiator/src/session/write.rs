@@ -65,6 +65,11 @@ impl Session {
         self.window.update(r.exp_cmd_sn, r.max_cmd_sn);
         let max_burst = self.params.max_burst;
         let Some(task) = self.tasks.in_flight.get_mut(&r.itt) else {
+            if self.tasks.was_aborted(r.itt) {
+                // Never answered: the aborted write must not reach the LU after the abort.
+                tracing::debug!(itt = r.itt, "R2T for an aborted command; dropped");
+                return;
+            }
             return self.protocol_error("R2T for an ITT not in flight", now);
         };
         let Transfer::Write(data) = &task.command.transfer else {

@@ -60,6 +60,11 @@ pub enum ProxyFault {
     /// that has data. With data digests on, the initiator sees a data digest error; with
     /// them off, the read returns silently corrupted data.
     FlipDataBit,
+    /// Flip bit 0 of the middle byte of the data segment of the next PDU from the initiator
+    /// that carries write data: a Data-Out (opcode 0x05) or a SCSI Command with immediate
+    /// data. With data digests on, the target sees a data digest error; with them off, the
+    /// target writes the corrupted data.
+    FlipDataOutBit,
     /// Flip bit 0 of BHS byte 19 (the low byte of the Initiator Task Tag) of the next PDU
     /// with this opcode (from the target for target opcodes, from the initiator for
     /// initiator opcodes). With header digests on, the receiver sees a header digest

@@ -310,6 +310,14 @@ impl Pump {
                 actions.flips.push(half);
                 Match::Once
             }
+            ProxyFault::FlipDataOutBit
+                if !from_target
+                    && matches!(f.opcode, Opcode::DATA_OUT | Opcode::SCSI_COMMAND)
+                    && f.data_len >= 1 =>
+            {
+                actions.flips.push(half);
+                Match::Once
+            }
             ProxyFault::FlipHeaderBit { opcode }
                 if f.opcode == *opcode && opcode.is_initiator() != from_target =>
             {

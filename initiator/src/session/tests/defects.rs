@@ -500,3 +500,70 @@ fn first_burst_is_clamped_to_max_burst() {
     assert_eq!(unsolicited, 16384);
     let _ = ConnectionFailure::Io;
 }
+
+/// tgtd answers commands a LOGICAL UNIT RESET aborted after the reset's own response: an
+/// R2T for an aborted write, a SCSI Response (TASK ABORTED) for an aborted read. Those late
+/// PDUs are dropped — the R2T unanswered, so the aborted write cannot reach the LU after the
+/// reset — and the connection the reset went through stays up (found by scripts/soak: each
+/// multipath LUN reset dropped the very path it was sent on).
+#[test]
+fn late_answers_to_commands_a_lun_reset_aborted_are_dropped() {
+    let mut sim = Sim::new(SessionConfig::default(), negotiated(8192, false, true));
+    let write = sim.write(&pattern(4096, 5));
+    let read = sim.read(512);
+    let first = sim.commands();
+    assert_eq!(first.len(), 2);
+    let tm = TaskManagement {
+        function: TmFunction::LOGICAL_UNIT_RESET,
+        lun: Lun::from_number(1),
+        task: None,
+    };
+    let reset = sim.session.submit_task_management(tm, sim.now).unwrap();
+    let req = sim.sent_of(tmf_requests).remove(0);
+    let answer = sim
+        .target
+        .tmf_response(req.itt, TmResponse::FUNCTION_COMPLETE);
+    sim.feed(answer);
+    assert!(matches!(sim.outcomes()[..], [(i, Ok(Outcome::TaskManagement(_)))] if i == reset));
+    let r2t = sim.target.r2t(first[0].itt, 0, 0, 4096);
+    sim.feed(r2t);
+    let late = sim.target.response(first[1].itt, ScsiStatus::TASK_ABORTED);
+    sim.feed(late);
+    assert!(sim.session.is_connected(), "{:?}", sim.events());
+    assert!(
+        !sim.sent().iter().any(|p| matches!(p, Pdu::DataOut(_))),
+        "data went out for an aborted write"
+    );
+    // Both run again under new tags, and complete.
+    sim.run_to_timeout();
+    let again = sim.commands();
+    assert_eq!(again.len(), 2);
+    assert!(again.iter().all(|c| first.iter().all(|f| f.itt != c.itt)));
+    let (w, r) = if again[0].write {
+        (&again[0], &again[1])
+    } else {
+        (&again[1], &again[0])
+    };
+    let r2t = sim.target.r2t(w.itt, 0, 0, 4096);
+    sim.feed(r2t);
+    assert_eq!(
+        sim.sent_of(|p| match p {
+            Pdu::DataOut(d) => Some(d),
+            _ => None,
+        })
+        .len(),
+        1
+    );
+    let done = sim.target.response(w.itt, ScsiStatus::GOOD);
+    sim.feed(done);
+    let data = sim.target.data_in(r.itt, 0, 0, &[7; 512], true);
+    sim.feed(data);
+    let mut ids: Vec<TaskId> = only_ok(sim.completions())
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    ids.sort();
+    let mut want = vec![write, read];
+    want.sort();
+    assert_eq!(ids, want);
+}
