@@ -91,6 +91,12 @@ pub struct Config {
     /// a client that stops reading replies is dropped after it, and a shutdown never waits
     /// on such a client longer.
     pub reply_timeout: Duration,
+    /// Time a client may go without sending a request, none being in flight, before it is
+    /// dropped; `None` (the default) keeps idle clients forever. Off by default because
+    /// clients idle legitimately — a mounted but unused /dev/nbdX sends nothing for hours —
+    /// and a dropped one loses its device; a dead peer costs only its socket. Never applied
+    /// to the kernel's connections of [`kernel::attach`].
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Default for Config {
@@ -102,6 +108,7 @@ impl Default for Config {
             connection_buffer_bytes: 2 * MAX_REQUEST_BYTES,
             max_inflight_requests: 128,
             reply_timeout: Duration::from_secs(30),
+            idle_timeout: None,
         }
     }
 }

@@ -1,6 +1,10 @@
 //! The server against scripted and hostile clients: the old EXPORT_NAME handshake (as
 //! busybox's nbd-client speaks it), refused requests amid valid pipelined ones, garbage,
 //! silence, floods of clients, out-of-order replies, draining on DISC and on shutdown.
+//!
+//! Every test runs on tokio's paused clock: the server's timeouts and the test device's delays
+//! take no real time, and the clock only moves when every task waits, so nothing depends on
+//! how fast the machine is.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -44,7 +48,7 @@ async fn go<D>(srv: &TestServer<D>, name: &str, structured: bool) -> Client<Unix
     Client::go(connect(&srv.sock).await, name, structured).await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_export_name_handshake_sends_zeroes_like_busybox_expects() {
     let disk = mem_disk(512, 1 << 20);
     put(&*disk, 0, &[0x42; 512]).await;
@@ -85,7 +89,7 @@ async fn test_export_name_handshake_sends_zeroes_like_busybox_expects() {
     srv.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_options_unknown_unsupported_and_abort() {
     let srv = TestServer::with_disk(mem_disk(512, 1 << 20)).await;
     let mut s = connect(&srv.sock).await;
@@ -122,7 +126,7 @@ async fn test_options_unknown_unsupported_and_abort() {
     srv.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_bad_requests_get_errors_while_the_connection_goes_on() {
     let disk = mem_disk(4096, 1 << 20);
     let ro = mem_disk(4096, 1 << 20);
@@ -197,7 +201,7 @@ async fn test_bad_requests_get_errors_while_the_connection_goes_on() {
 /// answers `NBD_ENOTSUP` at once and changes nothing, so the client writes the zeroes once
 /// itself; the same request without the flag zeroes, and a device that zeroes by itself
 /// takes the flag.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_fast_zero_fails_fast_where_zeroing_would_be_slow() {
     use bytes::Bytes;
     use sanshim_blockdev::BlockDevice;
@@ -240,7 +244,7 @@ async fn test_fast_zero_fails_fast_where_zeroing_would_be_slow() {
     srv.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_replies_come_out_of_order() {
     let dev = Arc::new(FaultDisk::new(MemDisk::new(512, 2048).unwrap()));
     dev.inject(
@@ -257,7 +261,7 @@ async fn test_replies_come_out_of_order() {
     srv.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_disc_and_shutdown_drain_in_flight_requests() {
     let dev = Arc::new(FaultDisk::new(MemDisk::new(512, 2048).unwrap()));
     dev.inject(Fault::delay(Duration::from_millis(300)).on(Op::Write));
@@ -286,10 +290,11 @@ async fn test_disc_and_shutdown_drain_in_flight_requests() {
 /// A client that sends reads and never takes the replies: once the socket is full, the
 /// connection is dropped after the reply timeout, and a graceful shutdown in the meantime
 /// completes within it instead of waiting for the client forever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn test_a_client_that_stops_reading_replies_does_not_hold_the_server() {
+    let reply_timeout = Duration::from_secs(1);
     let config = Config {
-        reply_timeout: Duration::from_secs(1),
+        reply_timeout,
         ..Config::default()
     };
     let srv = TestServer::start(config, vec![export("disk", mem_disk(512, 64 << 20), false)]).await;
@@ -300,7 +305,7 @@ async fn test_a_client_that_stops_reading_replies_does_not_hold_the_server() {
     }
     // Dropped after the timeout: the server closes its side, which the client sees once it
     // looks (the replies that did go out come first).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_until(|| srv.server.stats().connections == 0).await;
     let mut sink = vec![0u8; 1 << 20];
     let drained = tokio::time::timeout(SHORT, async {
         loop {
@@ -315,21 +320,22 @@ async fn test_a_client_that_stops_reading_replies_does_not_hold_the_server() {
 
     // The same during a shutdown: it returns within the timeout.
     let mut deaf = go(&srv, "disk", false).await;
+    let before = srv.server.stats().requests;
     for cookie in 0..64 {
         deaf.send(Command::READ, 0, cookie, 0, 1 << 20).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = std::time::Instant::now();
+    wait_until(|| srv.server.stats().requests == before + 64).await;
+    let started = tokio::time::Instant::now();
     srv.stop().await;
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() <= reply_timeout,
         "shutdown waited {:?}",
         started.elapsed()
     );
     drop(deaf);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_in_flight_requests_are_bounded_per_connection() {
     let dev = Arc::new(FaultDisk::new(MemDisk::new(512, 2048).unwrap()));
     dev.set_path_state(PathState::Hung);
@@ -342,12 +348,15 @@ async fn test_in_flight_requests_are_bounded_per_connection() {
     for cookie in 0..200 {
         c.send(Command::FLUSH, 0, cookie, 0, 0).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_ops(&dev, 8).await;
+    // Let every task run until all wait: nothing more gets through.
+    settle().await;
     assert_eq!(
         dev.op_count(),
         8,
         "only the allowed number reached the device"
     );
+    assert_eq!(srv.server.stats().in_flight, 8);
     dev.set_path_state(PathState::Alive);
     let mut cookies: Vec<u64> = Vec::new();
     for _ in 0..200 {
@@ -361,7 +370,7 @@ async fn test_in_flight_requests_are_bounded_per_connection() {
     srv.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_garbage_and_silence_close_only_those_connections() {
     let disk = mem_disk(512, 1 << 20);
     let config = Config {
@@ -410,7 +419,9 @@ async fn test_garbage_and_silence_close_only_those_connections() {
     };
     let mut greeting = [0u8; 18];
     idle.stream.read_exact(&mut greeting).await.unwrap();
-    assert!(idle.closed_within(Duration::from_secs(3)).await);
+    // Not before the timeout, and right after it.
+    assert!(!idle.closed_within(Duration::from_millis(299)).await);
+    assert!(idle.closed_within(Duration::from_millis(2)).await);
     // The good client never noticed.
     good.send_write(1, 0, &[3; 512], 0).await;
     assert_eq!(good.recv(|_| 0).await, ok(1, vec![]));
@@ -421,24 +432,12 @@ async fn test_garbage_and_silence_close_only_those_connections() {
 
 /// Waits until `n` operations reached the device (the server dispatched them).
 async fn wait_for_ops(dev: &FaultDisk<MemDisk>, n: u64) {
-    let deadline = tokio::time::Instant::now() + SHORT;
-    while dev.op_count() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} ops arrived",
-            dev.op_count()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(|| dev.op_count() >= n).await;
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// After two hundred hostile clients, nothing they held is left: only the good client's
+/// connection remains, with no request in flight and no data held.
+#[tokio::test(start_paused = true)]
 async fn test_two_hundred_hostile_clients_while_a_good_one_is_served() {
     let disk = mem_disk(512, 8 << 20);
     let config = Config {
@@ -448,7 +447,6 @@ async fn test_two_hundred_hostile_clients_while_a_good_one_is_served() {
     };
     let srv = Arc::new(TestServer::start(config, vec![export("disk", disk, false)]).await);
     let mut good = go(&srv, "disk", true).await;
-    let before = rss_kib();
     let hostile: Vec<_> = (0..200u64)
         .map(|i| {
             let srv = Arc::clone(&srv);
@@ -473,8 +471,14 @@ async fn test_two_hundred_hostile_clients_while_a_good_one_is_served() {
             .unwrap()
             .unwrap();
     }
-    let grown = rss_kib().saturating_sub(before);
-    assert!(grown < 256 * 1024, "RSS grew by {grown} KiB");
+    wait_until(|| srv.server.stats().connections == 1).await;
+    let s = srv.server.stats();
+    assert_eq!(
+        (s.in_flight, s.held_bytes, s.running_tasks),
+        (0, 0, 0),
+        "{s:?}"
+    );
+    assert!(s.peak_in_flight > 0, "{s:?}");
     good.send(Command::DISC, 0, 0, 0, 0).await;
     Arc::try_unwrap(srv).ok().unwrap().stop().await;
 }
@@ -554,8 +558,11 @@ async fn try_handshake(s: &mut UnixStream) -> Option<()> {
     Some(())
 }
 
-#[tokio::test]
-async fn test_connection_limit_closes_extra_clients() {
+/// The connection after the last one allowed is told why it is refused (`NBD_REP_ERR_POLICY`
+/// with a message, which libnbd and QEMU show their user) and closed; once a connection
+/// ends, its place is free again.
+#[tokio::test(start_paused = true)]
+async fn test_connection_limit_refuses_extra_clients_saying_why() {
     let config = Config {
         max_connections: 2,
         ..Config::default()
@@ -563,22 +570,48 @@ async fn test_connection_limit_closes_extra_clients() {
     let srv = TestServer::start(config, vec![export("disk", mem_disk(512, 1 << 20), false)]).await;
     let a = go(&srv, "disk", false).await;
     let b = go(&srv, "disk", false).await;
+    let mut s = connect(&srv.sock).await;
+    Client::greet(&mut s, 3).await;
+    let mut data = Vec::new();
+    sanshim_nbd::wire::InfoRequest {
+        name: b"disk",
+        requests: vec![],
+    }
+    .emit(&mut data);
+    Client::send_option(&mut s, OptionCode::GO, &data).await;
+    let (_, code, message) = Client::read_option_reply(&mut s).await;
+    assert_eq!(code, ReplyCode::ERR_POLICY);
+    let message = String::from_utf8(message).unwrap();
+    assert!(message.contains("too many connections"), "{message}");
+    // EXPORT_NAME cannot be refused in words: the connection closes.
+    Client::send_option(&mut s, OptionCode::EXPORT_NAME, b"disk").await;
     let mut extra = Client {
-        stream: connect(&srv.sock).await,
+        stream: s,
         size: 0,
         flags: 0,
         structured: false,
     };
     assert!(extra.closed_within(SHORT).await);
+    // One that says nothing is closed by the handshake timeout.
+    let mut silent = Client {
+        stream: connect(&srv.sock).await,
+        size: 0,
+        flags: 0,
+        structured: false,
+    };
+    let mut greeting = [0u8; 18];
+    silent.stream.read_exact(&mut greeting).await.unwrap();
+    assert!(silent.closed_within(Duration::from_secs(11)).await);
+    assert_eq!(srv.server.stats().refused_connections, 2);
     drop((a, b));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(|| srv.server.stats().connections == 0).await;
     let mut c = go(&srv, "disk", false).await;
     c.send(Command::FLUSH, 0, 1, 0, 0).await;
     assert_eq!(c.recv(|_| 0).await, ok(1, vec![]));
     srv.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_serve_stream_over_any_transport() {
     let server = Server::new(
         Config::default(),
@@ -596,4 +629,19 @@ async fn test_serve_stream_over_any_transport() {
     assert_eq!(c.recv(|_| 0).await, ok(1, vec![]));
     c.send(Command::DISC, 0, 2, 0, 0).await;
     task.await.unwrap().unwrap();
+}
+
+/// Waits, on the test's clock, until `cond` holds; panics after a minute of it.
+async fn wait_until(mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "condition not met");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Returns once every task waits for something other than time: on the paused clock an hour
+/// passes only when nothing else can run.
+async fn settle() {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
 }
