@@ -261,14 +261,12 @@ impl<D: BlockDevice + 'static> Reader<D> {
     /// Reads and dispatches one request; `Ok(false)` when the connection should close.
     async fn next<R: AsyncRead + Unpin>(&mut self, rd: &mut R) -> Result<bool, ConnectionError> {
         let mut header = [0u8; Request::LEN];
-        let read = rd.read_exact(&mut header);
-        // Idle means no request in flight either: a slow device is not an idle client.
-        let idle = self.slots.available_permits() == self.max_slots();
-        let read = match self.idle_timeout.filter(|_| idle) {
-            Some(limit) => tokio::time::timeout(limit, read)
-                .await
-                .map_err(|_| ConnectionError::IdleTimeout(limit))?,
-            None => read.await,
+        let read = match self.idle_timeout {
+            Some(limit) => tokio::select! {
+                r = rd.read_exact(&mut header) => r,
+                () = self.idle(limit) => return Err(ConnectionError::IdleTimeout(limit)),
+            },
+            None => rd.read_exact(&mut header).await,
         };
         match read {
             Ok(_) => {}
@@ -293,8 +291,12 @@ impl<D: BlockDevice + 'static> Reader<D> {
         }
     }
 
-    fn max_slots(&self) -> usize {
-        self.slots_total
+    /// Completes `limit` after the last request in flight was answered (only this reader
+    /// takes slots, so none are taken while it waits for a header).
+    async fn idle(&self, limit: Duration) {
+        // Idle means no request in flight either: a slow device is not an idle client.
+        drop(acquire(&self.slots, self.slots_total as u32).await);
+        tokio::time::sleep(limit).await;
     }
 
     /// Takes room for a read's or write's data and reads a write's payload, then runs the

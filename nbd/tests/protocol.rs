@@ -21,7 +21,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use zerocopy::IntoBytes;
 
-use common::{Client, Reply, TestServer, connect, export, get, mem_disk, put, random_bytes};
+use common::{
+    Client, Reply, TestServer, connect, export, get, mem_disk, put, random_bytes, settle,
+    wait_until,
+};
 
 const EINVAL: u32 = 22;
 const EPERM: u32 = 1;
@@ -629,19 +632,4 @@ async fn test_serve_stream_over_any_transport() {
     assert_eq!(c.recv(|_| 0).await, ok(1, vec![]));
     c.send(Command::DISC, 0, 2, 0, 0).await;
     task.await.unwrap().unwrap();
-}
-
-/// Waits, on the test's clock, until `cond` holds; panics after a minute of it.
-async fn wait_until(mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "condition not met");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
-
-/// Returns once every task waits for something other than time: on the paused clock an hour
-/// passes only when nothing else can run.
-async fn settle() {
-    tokio::time::sleep(Duration::from_secs(3600)).await;
 }

@@ -289,3 +289,156 @@ async fn test_tcp_listener_with_nbdcopy_and_qemu_img() {
     server.shutdown();
     task.await.unwrap();
 }
+
+/// Runs a python3 script with libnbd (`import nbd`); `None` (skipped) when the module is
+/// missing, unless under CI.
+async fn python_libnbd(script: &str, args: &[&str]) -> Option<String> {
+    let python = tool("python3")?;
+    let probe = Command::new(&python)
+        .args(["-c", "import nbd"])
+        .output()
+        .await
+        .unwrap();
+    if !probe.status.success() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+            "python3-libnbd is required under CI"
+        );
+        eprintln!("skipping: python3-libnbd not installed");
+        return None;
+    }
+    let mut all = vec!["-c", script];
+    all.extend_from_slice(args);
+    Some(run(&python, &all).await)
+}
+
+/// libnbd with `set_request_block_size(False)` (a client that does not agree to the block
+/// sizes) writes, zeroes, trims and reads at byte granularity on a 4 KiB-block export; the
+/// script keeps a model of the export, checks each read against it and prints its SHA-256,
+/// which the device's content must match.
+const LIBNBD_UNALIGNED: &str = r#"
+import hashlib, sys, nbd
+h = nbd.NBD()
+h.set_request_block_size(False)
+h.set_strict_mode(h.get_strict_mode() & ~nbd.STRICT_ALIGN)
+h.connect_uri(sys.argv[1])
+size = h.get_size()
+model = bytearray(size)
+seed = 1
+def data(n):
+    global seed
+    out = bytearray(n)
+    for i in range(n):
+        seed = (seed * 1103515245 + 12345) & 0x7fffffff
+        out[i] = seed >> 16 & 0xff
+    return bytes(out)
+ops = [(1, 1), (511, 2), (512, 512), (4095, 4098), (100, 70000), (size - 3, 3), (8191, 1)]
+for off, n in ops:
+    d = data(n)
+    h.pwrite(d, off, nbd.CMD_FLAG_FUA if off % 2 else 0)
+    model[off:off + n] = d
+    got = h.pread(n, off)
+    assert got == bytes(model[off:off + n]), (off, n)
+h.zero(9000, 1001)
+model[1001:10001] = bytes(9000)
+h.trim(20000, 50001)
+model[53248:69632] = bytes(69632 - 53248)
+h.flush()
+assert h.pread(size, 0) == bytes(model)
+print(hashlib.sha256(model).hexdigest())
+h.shutdown()
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_libnbd_without_block_sizes_writes_bytes_on_a_4k_export() {
+    let disk = mem_disk(4096, 1 << 20);
+    let srv = TestServer::with_disk(disk.clone()).await;
+    let Some(out) = python_libnbd(LIBNBD_UNALIGNED, &[&srv.uri("disk")]).await else {
+        return;
+    };
+    assert_eq!(out.trim(), sha256_hex(&disk_bytes(&disk).await));
+    let s = srv.server.stats();
+    assert!(s.read_modify_writes >= 8 && s.unaligned_reads >= 7, "{s:?}");
+    srv.stop().await;
+}
+
+/// qemu-io and nbdcopy at 512-byte granularity on a 4 KiB-block export: QEMU asks for the
+/// block sizes and aligns its requests itself; nbdcopy copies a whole image. The device holds
+/// exactly what was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_qemu_io_and_nbdcopy_at_512_bytes_on_a_4k_export() {
+    let (Some(qemu_io), Some(nbdcopy)) = (tool("qemu-io"), tool("nbdcopy")) else {
+        return;
+    };
+    let disk = mem_disk(4096, 4 << 20);
+    let srv = TestServer::with_disk(disk.clone()).await;
+    let input = srv.dir.path().join("in.img");
+    let mut image = random_bytes(4 << 20, 21);
+    std::fs::write(&input, &image).unwrap();
+    run(&nbdcopy, &[input.to_str().unwrap(), &srv.uri("disk")]).await;
+    let script = [
+        "write -P 0x11 512 512",
+        "write -P 0x22 1536 2560",
+        "write -z 4608 1024",
+        "read -P 0x11 512 512",
+        "read -P 0x22 1536 2560",
+        "read -P 0 4608 1024",
+    ];
+    let mut args = vec!["-f", "raw"];
+    for cmd in &script {
+        args.extend(["-c", cmd]);
+    }
+    let uri = srv.uri("disk");
+    args.push(&uri);
+    let out = run(&qemu_io, &args).await;
+    assert!(!out.contains("failed") && !out.contains("error"), "{out}");
+    image[512..1024].fill(0x11);
+    image[1536..4096].fill(0x22);
+    image[4608..5632].fill(0);
+    assert_eq!(sha256_hex(&disk_bytes(&disk).await), sha256_hex(&image));
+    let output = srv.dir.path().join("out.img");
+    run(&nbdcopy, &[&uri, output.to_str().unwrap()]).await;
+    assert_eq!(
+        sha256_hex(&std::fs::read(&output).unwrap()),
+        sha256_hex(&image)
+    );
+    srv.stop().await;
+}
+
+/// A read-only export seen by real clients: nbdinfo reports it read-only, and a write from
+/// libnbd (its own read-only check turned off, so the request goes on the wire) fails with
+/// EPERM; the device never sees a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_read_only_export_refuses_libnbd_writes_with_eperm() {
+    let Some(nbdinfo) = tool("nbdinfo") else {
+        return;
+    };
+    let disk = mem_disk(512, 1 << 20);
+    let srv = TestServer::start(Config::default(), vec![export("disk", disk.clone(), true)]).await;
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&nbdinfo, &["--json", &srv.uri("disk")]).await).unwrap();
+    assert_eq!(json["exports"][0]["is_read_only"], true, "{json}");
+    let script = r#"
+import errno, sys, nbd
+h = nbd.NBD()
+h.set_strict_mode(0)
+h.connect_uri(sys.argv[1])
+assert h.is_read_only()
+for name, op in [("write", lambda: h.pwrite(b"x" * 512, 0)),
+                 ("zero", lambda: h.zero(512, 0)),
+                 ("trim", lambda: h.trim(512, 0))]:
+    try:
+        op()
+        print(name, "succeeded")
+    except nbd.Error as e:
+        print(name, "EPERM" if e.errno == errno.EPERM else e)
+h.shutdown()
+"#;
+    let Some(out) = python_libnbd(script, &[&srv.uri("disk")]).await else {
+        return;
+    };
+    assert_eq!(out, "write EPERM\nzero EPERM\ntrim EPERM\n");
+    let s = disk.stats();
+    assert_eq!((s.writes, s.write_zeroes, s.discards), (0, 0, 0), "{s:?}");
+    srv.stop().await;
+}
