@@ -73,23 +73,29 @@ impl<D: BlockDevice> std::fmt::Debug for Export<D> {
     }
 }
 
-/// Server limits. Memory held for request data is bounded by
-/// `max_connections × connection_buffer_bytes`.
+/// Server limits, with their defaults. Memory held for request data is bounded by
+/// `max_connections × connection_buffer_bytes` (plus up to two blocks per unaligned read).
+/// The server's [`Stats`] show what is held against them.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct Config {
-    /// Time a client has to finish the handshake before it is dropped.
+    /// Time a client has to finish the handshake before it is dropped (10 s).
     pub handshake_timeout: Duration,
-    /// Connections served at once; further ones are closed on accept.
+    /// Connections served at once (64); further ones are told `NBD_REP_ERR_POLICY` "too many
+    /// connections" in the handshake and closed. The kernel's connections of
+    /// [`kernel::attach`] do not count.
     pub max_connections: usize,
-    /// Largest read or write payload (the advertised maximum block size); at most 32 MiB.
+    /// Largest read or write payload (the advertised maximum block size; 32 MiB, the most
+    /// allowed); longer requests get `EINVAL` without their data being held.
     pub max_request_bytes: u32,
-    /// Request and reply data one connection may hold at once (at least `max_request_bytes`).
+    /// Request and reply data one connection may hold at once (64 MiB; at least
+    /// `max_request_bytes`): at the bound the server stops reading the socket.
     pub connection_buffer_bytes: u32,
-    /// Requests one connection may have in flight at once.
+    /// Requests one connection may have in flight at once (128): at the bound the server
+    /// stops reading the socket.
     pub max_inflight_requests: u32,
     /// Time a reply may wait for the client to take it (the socket's send buffer full):
     /// a client that stops reading replies is dropped after it, and a shutdown never waits
-    /// on such a client longer.
+    /// on such a client longer (30 s).
     pub reply_timeout: Duration,
     /// Time a client may go without sending a request, none being in flight, before it is
     /// dropped; `None` (the default) keeps idle clients forever. Off by default because
