@@ -413,3 +413,35 @@ h.shutdown()
     assert_eq!((s.writes, s.write_zeroes, s.discards), (0, 0, 0), "{s:?}");
     srv.stop().await;
 }
+
+/// At the connection limit, real clients are refused: QEMU shows the server's words
+/// (libnbd reports only the error code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_clients_over_the_connection_limit_are_told_why() {
+    let (Some(nbdinfo), Some(qemu_img)) = (tool("nbdinfo"), tool("qemu-img")) else {
+        return;
+    };
+    let config = Config {
+        max_connections: 1,
+        ..Config::default()
+    };
+    let srv = TestServer::start(config, vec![export("disk", mem_disk(512, 1 << 20), false)]).await;
+    let held = common::Client::go(common::connect(&srv.sock).await, "disk", false).await;
+    let out = Command::new(&qemu_img)
+        .args(["info", &srv.uri("disk")])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "qemu-img succeeded over the limit");
+    assert!(stderr.contains("too many connections"), "{stderr}");
+    let out = Command::new(&nbdinfo)
+        .arg(srv.uri("disk"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "nbdinfo succeeded over the limit");
+    assert_eq!(srv.server.stats().refused_connections, 2);
+    drop(held);
+    srv.stop().await;
+}
