@@ -1,7 +1,8 @@
 //! The server's limits and what it holds, judged by its gauges ([`sanshim_nbd::Stats`]) and by
-//! a counting device: oversized requests, floods of requests from clients that never read
-//! replies, the handshake and idle timeouts, clients that leave (or say DISC) with requests
-//! still at the device, and read-only exports, whose writes must never reach the device.
+//! a counting device: the connection limit, oversized requests, floods of requests from
+//! clients that never read replies, the handshake and idle timeouts, clients that leave (or
+//! say DISC) with requests still at the device, and read-only exports, whose writes must never
+//! reach the device.
 //!
 //! Every test runs on tokio's paused clock (see protocol.rs).
 #![allow(clippy::unwrap_used)]
@@ -12,12 +13,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sanshim_blockdev::{Fault, FaultDisk, MemDisk, Op, PathState, Trigger};
-use sanshim_nbd::wire::{Command, command_flags as cf};
+use sanshim_nbd::wire::{Command, OptionCode, ReplyCode, command_flags as cf};
 use sanshim_nbd::{Config, Stats};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use common::{Client, Reply, TestServer, connect, export, get, random_bytes, settle, wait_until};
+use common::{
+    Client, Reply, TestServer, connect, export, get, mem_disk, random_bytes, settle, wait_until,
+};
 
 const EINVAL: u32 = 22;
 const EPERM: u32 = 1;
@@ -285,5 +288,65 @@ async fn test_read_only_refuses_writes_before_the_device() {
     assert_eq!(dev.op_count(), 1);
     let s = dev.inner().stats();
     assert_eq!((s.writes, s.write_zeroes, s.discards), (0, 0, 0));
+    srv.stop().await;
+}
+
+/// The connection after the last one allowed is told why it is refused (`NBD_REP_ERR_POLICY`
+/// with a message, which libnbd and QEMU show their user) and closed; once a connection
+/// ends, its place is free again.
+#[tokio::test(start_paused = true)]
+async fn test_connection_limit_refuses_extra_clients_saying_why() {
+    let config = Config {
+        max_connections: 2,
+        ..Config::default()
+    };
+    let srv = TestServer::start(config, vec![export("disk", mem_disk(512, 1 << 20), false)]).await;
+    let a = go(&srv, false).await;
+    let b = go(&srv, false).await;
+    let mut s = connect(&srv.sock).await;
+    Client::greet(&mut s, 3).await;
+    let mut data = Vec::new();
+    sanshim_nbd::wire::InfoRequest {
+        name: b"disk",
+        requests: vec![],
+    }
+    .emit(&mut data);
+    Client::send_option(&mut s, OptionCode::GO, &data).await;
+    let (_, code, message) = Client::read_option_reply(&mut s).await;
+    assert_eq!(code, ReplyCode::ERR_POLICY);
+    let message = String::from_utf8(message).unwrap();
+    assert!(message.contains("too many connections"), "{message}");
+    // EXPORT_NAME cannot be refused in words: the connection closes.
+    Client::send_option(&mut s, OptionCode::EXPORT_NAME, b"disk").await;
+    let mut extra = Client {
+        stream: s,
+        size: 0,
+        flags: 0,
+        structured: false,
+    };
+    assert!(extra.closed_within(Duration::from_secs(5)).await);
+    // One that says nothing is closed by the handshake timeout.
+    let mut silent = Client {
+        stream: connect(&srv.sock).await,
+        size: 0,
+        flags: 0,
+        structured: false,
+    };
+    let mut greeting = [0u8; 18];
+    silent.stream.read_exact(&mut greeting).await.unwrap();
+    assert!(silent.closed_within(Duration::from_secs(11)).await);
+    assert_eq!(srv.server.stats().refused_connections, 2);
+    drop((a, b));
+    wait_until(|| srv.server.stats().connections == 0).await;
+    let mut c = go(&srv, false).await;
+    c.send(Command::FLUSH, 0, 1, 0, 0).await;
+    assert_eq!(
+        c.recv(|_| 0).await,
+        Reply {
+            cookie: 1,
+            error: 0,
+            data: vec![]
+        }
+    );
     srv.stop().await;
 }

@@ -561,59 +561,6 @@ async fn try_handshake(s: &mut UnixStream) -> Option<()> {
     Some(())
 }
 
-/// The connection after the last one allowed is told why it is refused (`NBD_REP_ERR_POLICY`
-/// with a message, which libnbd and QEMU show their user) and closed; once a connection
-/// ends, its place is free again.
-#[tokio::test(start_paused = true)]
-async fn test_connection_limit_refuses_extra_clients_saying_why() {
-    let config = Config {
-        max_connections: 2,
-        ..Config::default()
-    };
-    let srv = TestServer::start(config, vec![export("disk", mem_disk(512, 1 << 20), false)]).await;
-    let a = go(&srv, "disk", false).await;
-    let b = go(&srv, "disk", false).await;
-    let mut s = connect(&srv.sock).await;
-    Client::greet(&mut s, 3).await;
-    let mut data = Vec::new();
-    sanshim_nbd::wire::InfoRequest {
-        name: b"disk",
-        requests: vec![],
-    }
-    .emit(&mut data);
-    Client::send_option(&mut s, OptionCode::GO, &data).await;
-    let (_, code, message) = Client::read_option_reply(&mut s).await;
-    assert_eq!(code, ReplyCode::ERR_POLICY);
-    let message = String::from_utf8(message).unwrap();
-    assert!(message.contains("too many connections"), "{message}");
-    // EXPORT_NAME cannot be refused in words: the connection closes.
-    Client::send_option(&mut s, OptionCode::EXPORT_NAME, b"disk").await;
-    let mut extra = Client {
-        stream: s,
-        size: 0,
-        flags: 0,
-        structured: false,
-    };
-    assert!(extra.closed_within(SHORT).await);
-    // One that says nothing is closed by the handshake timeout.
-    let mut silent = Client {
-        stream: connect(&srv.sock).await,
-        size: 0,
-        flags: 0,
-        structured: false,
-    };
-    let mut greeting = [0u8; 18];
-    silent.stream.read_exact(&mut greeting).await.unwrap();
-    assert!(silent.closed_within(Duration::from_secs(11)).await);
-    assert_eq!(srv.server.stats().refused_connections, 2);
-    drop((a, b));
-    wait_until(|| srv.server.stats().connections == 0).await;
-    let mut c = go(&srv, "disk", false).await;
-    c.send(Command::FLUSH, 0, 1, 0, 0).await;
-    assert_eq!(c.recv(|_| 0).await, ok(1, vec![]));
-    srv.stop().await;
-}
-
 #[tokio::test(start_paused = true)]
 async fn test_serve_stream_over_any_transport() {
     let server = Server::new(
