@@ -5,12 +5,14 @@
 //!
 //! Aligned requests go to the device as they are (cut to its limits by [`split`]). The others:
 //!
-//! | request | done as |
-//! | --- | --- |
-//! | read | a read of the covering blocks; the requested bytes are returned as a view, not copied |
-//! | write | a read of the partial first and last blocks, the data merged in, one write of the covering blocks (with the request's FUA) |
-//! | write-zeroes | the whole blocks inside zeroed by the device, the partial edge blocks read, zeroed in part and written back |
-//! | discard | a discard of the whole blocks inside only (discard is advisory; the rest is left as it is) |
+//! - read: a read of the covering blocks; the requested bytes are returned as a view of them,
+//!   not copied;
+//! - write: a read of the partial first and last blocks, the data merged in, one write of the
+//!   covering blocks (with the request's FUA);
+//! - write-zeroes: the whole blocks inside zeroed by the device; the partial edge blocks read,
+//!   zeroed in part and written back;
+//! - discard: a discard of the whole blocks inside only (discard is advisory; the rest is left
+//!   as it is).
 //!
 //! A read-modify-write must not run beside another request that writes its blocks, or one of
 //! the two updates is lost: every request that changes the medium holds a [`RangeLock`] over

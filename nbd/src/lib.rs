@@ -6,7 +6,7 @@
 //!                                        │ (timeout, option bytes)     (pure: options → replies)
 //!                                        ▼
 //!                              conn: transmission driver ──► request::check (pure: header →
-//!                                │ reader ─ payload ─► task per request ──► BlockDevice
+//!                                │ reader ─ payload ─► task per request ──► Bytewise ─► device
 //!                                └ writer ◄─ replies ◄──────┘  (out of order, bounded memory)
 //!  kernel::attach ── socketpair ──┘ (skips the handshake; netlink or ioctl hands the kernel
 //!                                    the other end)
@@ -16,6 +16,9 @@
 //! the pure modules [`wire`], [`negotiate`] and [`request`]; `conn` only moves bytes, keeps
 //! time and bounds memory. [`Server`] owns the exports, the connection limit and the shutdown
 //! signal; [`Server::serve`] runs one [`Listener`] until [`Server::shutdown`], then drains.
+//! Each export's device is reached through one [`sanshim_blockdev::Bytewise`], which serves
+//! the requests of clients that did not agree to the block size at any alignment, by
+//! read-modify-write. The limits and their defaults are those of [`Config`].
 #![deny(unsafe_code)]
 
 mod conn;
