@@ -194,6 +194,92 @@ fn export_checks_that_paths_lead_to_one_lu() {
     );
 }
 
+/// Clients at 512-byte and byte granularity on a 4 KiB-sector LUN (tgtd `--blocksize 4096`)
+/// and on a 512-byte one: nbdcopy writes an image, qemu-io rewrites parts of it in 512-byte
+/// requests (QEMU asks for the block sizes and aligns to them itself), then libnbd, not
+/// asking for block sizes, writes, zeroes and reads single bytes and odd ranges
+/// (`tests/tools/nbd_bytes.py`), which sanshim serves by read-modify-write. What nbdcopy reads
+/// back and, after SIGTERM, the backing file must equal the model.
+#[test]
+fn export_serves_unaligned_clients_on_4k_and_512_byte_luns() {
+    const LUN_SIZE: usize = 16 << 20;
+    let nbdinfo = require_tool_or_skip!("nbdinfo");
+    let nbdcopy = require_tool_or_skip!("nbdcopy");
+    let qemu_io = require_tool_or_skip!("qemu-io");
+    // The distribution's python3, where python3-libnbd is installed (not a pyenv shim).
+    let python = PathBuf::from("/usr/bin/python3");
+    if !Command::new(&python)
+        .args(["-c", "import nbd"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(!common::in_ci(), "python3-libnbd is required under CI");
+        eprintln!("SKIPPED: python3-libnbd is not installed");
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tools/nbd_bytes.py");
+    for block_size in [4096u32, 512] {
+        let mut tgtd = match Tgtd::try_start() {
+            Ok(t) => t,
+            Err(reason) => {
+                eprintln!("SKIPPED: {reason}");
+                return;
+            }
+        };
+        tgtd.add_target(1, IQN);
+        let backing = tgtd.add_file_lun_with_block_size(1, 1, LUN_SIZE as u64, Some(block_size));
+        let dir = tempfile::tempdir().unwrap();
+        let export = Export::start(&url(&tgtd, 1), dir.path(), &[]);
+        let uri = export.uri.clone();
+        let info = output(Command::new(&nbdinfo).args(["--json", &uri]));
+        let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+        let e = &info["exports"][0];
+        assert_eq!(e["block_size_minimum"], block_size, "{e}");
+
+        let mut image = random_bytes(LUN_SIZE, u64::from(block_size));
+        let src = dir.path().join("src.img");
+        std::fs::write(&src, &image).unwrap();
+        output(Command::new(&nbdcopy).arg(&src).arg(&uri));
+        let script_512 = [
+            "write -P 0x11 512 512",
+            "write -P 0x22 1536 2560",
+            "write -f -P 0x33 8704 1024",
+            "write -z 4608 1024",
+            "read -P 0x11 512 512",
+            "read -P 0x22 1536 2560",
+            "read -P 0 4608 1024",
+        ];
+        let mut args = vec!["-f", "raw"];
+        for c in &script_512 {
+            args.extend(["-c", c]);
+        }
+        args.push(&uri);
+        let out = output(Command::new(&qemu_io).args(&args));
+        assert!(!out.contains("failed") && !out.contains("error"), "{out}");
+        image[512..1024].fill(0x11);
+        image[1536..4096].fill(0x22);
+        image[8704..9728].fill(0x33);
+        image[4608..5632].fill(0);
+        let back = dir.path().join("back.img");
+        output(Command::new(&nbdcopy).arg(&uri).arg(&back));
+        assert_eq!(
+            sha256_file(&back),
+            sha256_hex(&image),
+            "{block_size}: qemu-io"
+        );
+
+        // Trims are left out: what a trim leaves is up to the target.
+        let model = output(Command::new(&python).arg(&script).args([&uri, "--no-trim"]));
+        let model = model.trim().to_owned();
+        std::fs::remove_file(&back).unwrap();
+        output(Command::new(&nbdcopy).arg(&uri).arg(&back));
+        assert_eq!(sha256_file(&back), model, "{block_size}: libnbd bytes");
+        assert_eq!(export.stop().code(), Some(0));
+        assert_eq!(sha256_file(&backing), model, "{block_size}: backing file");
+    }
+}
+
 /// A tgtd with target [`IQN`]: LUN 1 of [`SIZE`] and, with `two`, a second LUN 2 of 1 MiB.
 /// Returns LUN 1's backing file; `None` when tgtd is not installed (outside CI).
 fn target(two: bool) -> Option<(Tgtd, PathBuf)> {

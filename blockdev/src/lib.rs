@@ -27,14 +27,19 @@
 //!   a multipath device over `D`, the NBD server over `D`), so a request costs no allocation
 //!   per layer.
 //!
+//! [`Bytewise`] serves byte-addressed requests over any device, by read-modify-write where a
+//! request covers part of a block, serialised against every request that writes those blocks.
+//!
 //! Besides the trait this crate holds the test tools every layer shares: [`MemDisk`] (an
 //! in-memory disk), [`FaultDisk`] (a decorator that injects failures, delays and dead paths) and
 //! [`conformance`], the suite of contract checks every implementation runs.
 #![forbid(unsafe_code)]
 
+mod bytewise;
 pub mod conformance;
 mod fault;
 mod mem;
+mod range_lock;
 pub mod split;
 
 use std::fmt;
@@ -43,6 +48,7 @@ use std::sync::Arc;
 
 pub use bytes::{Bytes, BytesMut};
 
+pub use crate::bytewise::{Bytewise, BytewiseStats};
 pub use crate::fault::{Fault, FaultAction, FaultDisk, FaultId, Op, OpSet, PathState, Trigger};
 pub use crate::mem::{MemDisk, MemDiskBuilder, MemDiskError, MemDiskStats};
 

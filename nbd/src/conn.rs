@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use sanshim_blockdev::BlockDevice;
+use sanshim_blockdev::{BlockDevice, Bytewise};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use zerocopy::IntoBytes;
@@ -40,6 +40,9 @@ pub enum ConnectionError {
     /// The client did not finish the handshake in time.
     #[error("handshake timed out")]
     HandshakeTimeout,
+    /// The client sent no request for the idle timeout with none in flight.
+    #[error("idle for {0:?}: closed")]
+    IdleTimeout(Duration),
     /// The handshake ended without an export (unknown flags or export name).
     #[error("handshake refused: {0}")]
     Negotiation(#[from] NegotiationError),
@@ -56,8 +59,16 @@ const HEADROOM: usize = ChunkHeader::LEN + 8;
 struct Outgoing {
     head: Head,
     data: Option<BytesMut>,
+    _ticket: Ticket,
+}
+
+/// What one request holds from its header until its reply is written or dropped: a slot of
+/// `max_inflight_requests`, its data's share of `connection_buffer_bytes`, and its place in
+/// the server's gauges.
+struct Ticket {
     _slot: OwnedSemaphorePermit,
-    _data: Option<OwnedSemaphorePermit>,
+    data: Option<OwnedSemaphorePermit>,
+    counters: Arc<Counters>,
 }
 
 /// The bytes of a reply before its data.
@@ -71,18 +82,34 @@ enum Head {
 /// What one connection serves and how.
 pub(crate) struct Target<'a, D> {
     pub params: &'a ExportParams,
-    pub device: Arc<D>,
+    pub device: Arc<Bytewise<D>>,
     pub structured: bool,
+    /// Whether the client agreed to the advertised block sizes (else any alignment is served).
+    pub block_size_agreed: bool,
+    /// Close the connection after this long without requests (none for the kernel).
+    pub idle_timeout: Option<Duration>,
     pub counters: Arc<Counters>,
 }
 
-/// What the server's connections moved, for the counting bench.
+/// What the server's connections moved and hold; gauges go up and down, the rest only up.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     /// Requests dispatched to the device.
     pub requests: AtomicU64,
     /// Read payload bytes copied in userspace into a reply batch (small replies only).
     pub copied: AtomicU64,
+    /// Gauge: connections being served (handshake or transmission).
+    pub connections: AtomicU64,
+    /// Gauge: requests read whose reply is not yet written (or dropped with its connection).
+    pub in_flight: AtomicU64,
+    /// The most `in_flight` has been.
+    pub peak_in_flight: AtomicU64,
+    /// Gauge: request and reply data held for those requests.
+    pub held_bytes: AtomicU64,
+    /// The most `held_bytes` has been.
+    pub peak_held_bytes: AtomicU64,
+    /// Gauge: request tasks running (at the device or queueing a reply).
+    pub tasks: AtomicU64,
 }
 
 /// Replies with data up to this size are copied into the write batch.
@@ -90,18 +117,33 @@ const COPY_LIMIT: usize = 4096;
 /// A write batch is sent once it holds this much.
 const BATCH_BYTES: usize = 64 * 1024;
 
-/// Runs the handshake; returns the chosen export and whether structured replies are on, or
-/// `None` when the client aborted.
+/// What a handshake settled.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub(crate) struct Negotiated {
+    /// The export's index.
+    pub export: usize,
+    /// Whether structured replies are on.
+    pub structured: bool,
+    /// Whether the client agreed to the advertised block sizes.
+    pub block_size_agreed: bool,
+}
+
+/// Runs the handshake; returns what was settled, or `None` when the client aborted. With
+/// `refusal`, every option is refused with it ([`Negotiation::refusing`]).
 pub(crate) async fn handshake<S>(
     stream: &mut S,
     exports: &[ExportParams],
-) -> Result<Option<(usize, bool)>, ConnectionError>
+    refusal: Option<&'static str>,
+) -> Result<Option<Negotiated>, ConnectionError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     stream.write_all(Negotiation::greeting().as_bytes()).await?;
     stream.flush().await?;
-    let mut n = Negotiation::new(exports);
+    let mut n = match refusal {
+        Some(reason) => Negotiation::refusing(exports, reason),
+        None => Negotiation::new(exports),
+    };
     let mut flags = [0u8; 4];
     stream.read_exact(&mut flags).await?;
     n.handle_client_flags(u32::from_be_bytes(flags))?;
@@ -124,7 +166,15 @@ where
                 reply,
                 export,
                 structured,
-            } => (reply, Some(Some((export, structured)))),
+                block_size_agreed,
+            } => {
+                let settled = Negotiated {
+                    export,
+                    structured,
+                    block_size_agreed,
+                };
+                (reply, Some(Some(settled)))
+            }
             Step::Refuse(e) => return Err(e.into()),
         };
         stream.write_all(&bytes).await?;
@@ -155,14 +205,20 @@ where
         Arc::clone(&target.counters),
         config.reply_timeout,
     ));
+    let slots = config.max_inflight_requests.max(1);
     let mut reader = Reader {
-        session: target.params.session(target.structured),
+        session: target
+            .params
+            .session(target.structured, target.block_size_agreed),
         device: target.device,
         counters: target.counters,
-        slots: Arc::new(Semaphore::new(config.max_inflight_requests.max(1) as usize)),
+        slots: Arc::new(Semaphore::new(slots as usize)),
+        slots_total: slots as usize,
         bytes: Arc::new(Semaphore::new(config.connection_buffer_bytes as usize)),
+        idle_timeout: target.idle_timeout,
         tx,
     };
+    let all_slots = Arc::clone(&reader.slots);
     // Ends when the writer does (a client that stopped taking replies, a broken socket), so
     // that the reader does not wait for requests on a connection that is finished.
     let writer_gone = reader.tx.clone();
@@ -182,16 +238,22 @@ where
     // Every sender gone, the writer sends what is queued and ends.
     drop(writer_gone);
     drop(reader);
-    let written = writer.await.map_err(io::Error::other)?;
-    result.and(written.map_err(ConnectionError::from))
+    let written = writer.await.map_err(io::Error::other);
+    // A writer that failed leaves requests running at the device: they still finish (and
+    // free their slots) before the connection counts as closed, so that nothing is left
+    // pending behind it — a shutdown that goes on to flush and log out waits for them.
+    let _all = acquire(&all_slots, slots).await;
+    result.and(written?.map_err(ConnectionError::from))
 }
 
 struct Reader<D> {
     session: Session,
-    device: Arc<D>,
+    device: Arc<Bytewise<D>>,
     counters: Arc<Counters>,
     slots: Arc<Semaphore>,
+    slots_total: usize,
     bytes: Arc<Semaphore>,
+    idle_timeout: Option<Duration>,
     tx: mpsc::UnboundedSender<Outgoing>,
 }
 
@@ -199,59 +261,72 @@ impl<D: BlockDevice + 'static> Reader<D> {
     /// Reads and dispatches one request; `Ok(false)` when the connection should close.
     async fn next<R: AsyncRead + Unpin>(&mut self, rd: &mut R) -> Result<bool, ConnectionError> {
         let mut header = [0u8; Request::LEN];
-        match rd.read_exact(&mut header).await {
+        let read = match self.idle_timeout {
+            Some(limit) => tokio::select! {
+                r = rd.read_exact(&mut header) => r,
+                () = self.idle(limit) => return Err(ConnectionError::IdleTimeout(limit)),
+            },
+            None => rd.read_exact(&mut header).await,
+        };
+        match read {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
             Err(e) => return Err(e.into()),
         }
         let request = Request::parse(&header)?;
         let checked = check(&request, &self.session);
-        let slot = acquire(&self.slots, 1).await?;
+        let ticket = Ticket::new(acquire(&self.slots, 1).await?, &self.counters);
         match checked.verdict {
             Err(refusal) => {
                 tracing::debug!(?request, reason = refusal.reason, "request refused");
                 skip(rd, u64::from(checked.payload)).await?;
                 let head = error_reply(&checked, refusal, self.session.structured);
-                Ok(self.tx.send(Outgoing::new(head, None, slot, None)).is_ok())
+                Ok(self.tx.send(Outgoing::new(head, None, ticket)).is_ok())
             }
             Ok(Action::Disconnect) => Ok(false),
             Ok(action) => {
-                self.dispatch(rd, checked, action, slot).await?;
+                self.dispatch(rd, checked, action, ticket).await?;
                 Ok(!self.tx.is_closed())
             }
         }
     }
 
-    /// Reads a write's payload or allocates a read's buffer, then runs the request in its own
-    /// task.
+    /// Completes `limit` after the last request in flight was answered (only this reader
+    /// takes slots, so none are taken while it waits for a header).
+    async fn idle(&self, limit: Duration) {
+        // Idle means no request in flight either: a slow device is not an idle client.
+        drop(acquire(&self.slots, self.slots_total as u32).await);
+        tokio::time::sleep(limit).await;
+    }
+
+    /// Takes room for a read's or write's data and reads a write's payload, then runs the
+    /// request in its own task.
     async fn dispatch<R: AsyncRead + Unpin>(
         &self,
         rd: &mut R,
         checked: Checked,
         action: Action,
-        slot: OwnedSemaphorePermit,
+        mut ticket: Ticket,
     ) -> io::Result<()> {
         let length = match action {
             Action::Read { length, .. } | Action::Write { length, .. } => length,
             _ => 0,
         };
-        let data = match length {
-            0 => None,
-            n => Some(acquire(&self.bytes, n).await?),
-        };
+        if length > 0 {
+            ticket.hold(acquire(&self.bytes, length).await?);
+        }
         let payload = match action {
             Action::Write { .. } if length > 0 => {
                 Payload::Write(read_payload(rd, length as usize).await?)
             }
-            Action::Read { .. } if length > 0 => Payload::Read(BytesMut::zeroed(length as usize)),
             _ => Payload::None,
         };
         let job = Job {
             checked,
             action,
             payload,
-            slot,
-            data,
+            _task: Gauge::up(&self.counters, |c| &c.tasks),
+            ticket,
         };
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         tokio::spawn(run(
@@ -264,19 +339,20 @@ impl<D: BlockDevice + 'static> Reader<D> {
     }
 }
 
-/// One accepted request with its buffer and the resources it holds.
+/// One accepted request with its payload and the resources it holds.
 struct Job {
     checked: Checked,
     action: Action,
     payload: Payload,
-    slot: OwnedSemaphorePermit,
-    data: Option<OwnedSemaphorePermit>,
+    ticket: Ticket,
+    /// Counts the task from its spawning to its end.
+    _task: Gauge,
 }
 
 /// Runs a request against the device and queues its reply.
 async fn run<D: BlockDevice>(
     job: Job,
-    device: Arc<D>,
+    device: Arc<Bytewise<D>>,
     tx: mpsc::UnboundedSender<Outgoing>,
     structured: bool,
 ) {
@@ -284,18 +360,18 @@ async fn run<D: BlockDevice>(
         checked,
         action,
         payload,
-        slot,
-        data,
+        ticket,
+        _task,
     } = job;
-    let result = execute(&*device, action, payload).await;
+    let result = execute(&device, action, payload).await;
     let out = match (result, action) {
         (Ok(buf), Action::Read { offset, length }) => {
             let head = read_reply(checked.cookie, offset, length, structured);
-            Outgoing::new(head, buf, slot, data)
+            Outgoing::new(head, buf, ticket)
         }
         (Ok(_), _) => {
             let header = SimpleReplyHeader::new(checked.cookie, None);
-            Outgoing::new(inline(header.as_bytes()), None, slot, None)
+            Outgoing::new(inline(header.as_bytes()), None, ticket.without_data())
         }
         (Err(e), _) => {
             tracing::debug!(?action, error = %e, "request failed");
@@ -303,7 +379,8 @@ async fn run<D: BlockDevice>(
                 errno: Errno::from(e),
                 reason: e.context(),
             };
-            Outgoing::new(error_reply(&checked, refusal, structured), None, slot, None)
+            let head = error_reply(&checked, refusal, structured);
+            Outgoing::new(head, None, ticket.without_data())
         }
     };
     // A closed channel means the connection is gone; the reply has no one to go to.
@@ -311,19 +388,80 @@ async fn run<D: BlockDevice>(
 }
 
 impl Outgoing {
-    fn new(
-        head: Head,
-        data: Option<BytesMut>,
-        slot: OwnedSemaphorePermit,
-        permit: Option<OwnedSemaphorePermit>,
-    ) -> Self {
+    fn new(head: Head, data: Option<BytesMut>, ticket: Ticket) -> Self {
         Outgoing {
             head,
             data,
-            _slot: slot,
-            _data: permit,
+            _ticket: ticket,
         }
     }
+}
+
+impl Ticket {
+    fn new(slot: OwnedSemaphorePermit, counters: &Arc<Counters>) -> Self {
+        raise(&counters.in_flight, &counters.peak_in_flight, 1);
+        Ticket {
+            _slot: slot,
+            data: None,
+            counters: Arc::clone(counters),
+        }
+    }
+
+    /// Adds the permit for the request's data.
+    fn hold(&mut self, data: OwnedSemaphorePermit) {
+        let c = &self.counters;
+        raise(&c.held_bytes, &c.peak_held_bytes, data.num_permits() as u64);
+        self.release_data();
+        self.data = Some(data);
+    }
+
+    /// Gives back the data's room early: a reply without data needs none.
+    fn without_data(mut self) -> Self {
+        self.release_data();
+        self
+    }
+
+    fn release_data(&mut self) {
+        if let Some(data) = self.data.take() {
+            let n = data.num_permits() as u64;
+            self.counters.held_bytes.fetch_sub(n, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.release_data();
+        self.counters.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One unit of a gauge of [`Counters`], given back on drop.
+pub(crate) struct Gauge {
+    counters: Arc<Counters>,
+    gauge: fn(&Counters) -> &AtomicU64,
+}
+
+impl Gauge {
+    pub(crate) fn up(counters: &Arc<Counters>, gauge: fn(&Counters) -> &AtomicU64) -> Self {
+        gauge(counters).fetch_add(1, Ordering::Relaxed);
+        Gauge {
+            counters: Arc::clone(counters),
+            gauge,
+        }
+    }
+}
+
+impl Drop for Gauge {
+    fn drop(&mut self) {
+        (self.gauge)(&self.counters).fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Adds `n` to a gauge and keeps its peak.
+fn raise(gauge: &AtomicU64, peak: &AtomicU64, n: u64) {
+    let now = gauge.fetch_add(n, Ordering::Relaxed) + n;
+    peak.fetch_max(now, Ordering::Relaxed);
 }
 
 impl Head {

@@ -5,7 +5,9 @@
 //! restricted, then renamed into place. An existing socket at the path is replaced only when
 //! nothing accepts connections on it (a stale socket from a crashed run); a live one or a
 //! non-socket file is an error. The socket file is removed when the listener is dropped, if it
-//! is still ours. A TCP listener binds loopback unless a host is given.
+//! is still ours. A TCP listener binds loopback unless a host is given; bound anywhere else it
+//! logs a warning naming the address, since NBD has no authentication here: whoever reaches
+//! the address can read and write the LUN.
 
 use std::fmt;
 use std::io;
@@ -290,8 +292,28 @@ async fn bind_tcp(host: Option<&str>, port: u16) -> Result<Listener, BindError> 
             addr: addr.to_string(),
             source,
         })?;
+    if let Some(warning) = exposure_warning(&addr) {
+        tracing::warn!("{warning}");
+    }
     Ok(Listener {
         kind: Kind::Tcp(listener),
+    })
+}
+
+/// The warning for a TCP listener that is reachable from beyond this machine; `None` on
+/// loopback.
+fn exposure_warning(addr: &SocketAddr) -> Option<String> {
+    let loopback = match addr.ip() {
+        IpAddr::V4(ip) => ip.is_loopback(),
+        IpAddr::V6(ip) => {
+            ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    };
+    (!loopback).then(|| {
+        format!(
+            "NBD listening on {addr}, not on loopback: anyone who can reach this address can \
+             read and write the LUN (NBD has no authentication here)"
+        )
     })
 }
 
@@ -340,6 +362,31 @@ mod tests {
         }
         assert_eq!(tcp(Some("::1"), 2).to_string(), "tcp:[::1]:2");
         assert_eq!(tcp(None, 2).to_string(), "tcp::2");
+    }
+
+    #[test]
+    fn test_exposure_warning_names_the_address_unless_loopback() {
+        let warn = |a: &str| exposure_warning(&a.parse().unwrap());
+        for quiet in [
+            "127.0.0.1:1",
+            "127.1.2.3:1",
+            "[::1]:1",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert_eq!(warn(quiet), None, "{quiet}");
+        }
+        for loud in [
+            "0.0.0.0:10809",
+            "192.0.2.7:10809",
+            "[::]:10809",
+            "[2001:db8::1]:10809",
+        ] {
+            let w = warn(loud).unwrap();
+            let shown: SocketAddr = loud.parse().unwrap();
+            assert!(w.contains(&shown.to_string()), "{w}");
+            assert!(w.contains("anyone who can reach") && w.contains("read and write"));
+            assert!(!w.contains('\n'), "one line: {w}");
+        }
     }
 
     #[test]

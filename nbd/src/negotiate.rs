@@ -45,6 +45,7 @@ pub struct Negotiation<'a> {
     exports: &'a [ExportParams],
     structured: bool,
     no_zeroes: bool,
+    refusal: Option<&'static str>,
 }
 
 /// What the driver does after an option.
@@ -62,6 +63,10 @@ pub enum Step {
         export: usize,
         /// Whether structured replies were negotiated.
         structured: bool,
+        /// Whether the client asked for `NBD_INFO_BLOCK_SIZE` with `NBD_OPT_GO`, which
+        /// commits it to the advertised block sizes (proto.md "Block size constraints"); a
+        /// client that did not is served with a minimum block size of 1.
+        block_size_agreed: bool,
     },
     /// Close without a reply: `NBD_OPT_EXPORT_NAME` named an unknown export, which the
     /// protocol gives no way to refuse.
@@ -78,6 +83,9 @@ pub enum NegotiationError {
     /// `NBD_OPT_EXPORT_NAME` named an export that does not exist.
     #[error("client asked for unknown export {0:?}")]
     UnknownExport(String),
+    /// The server refuses every export to this client (see [`Negotiation::refusing`]).
+    #[error("refused: {0}")]
+    Refused(&'static str),
 }
 
 impl ExportParams {
@@ -130,12 +138,14 @@ impl ExportParams {
         }
     }
 
-    /// The transmission parameters of a connection to this export.
-    pub fn session(&self, structured: bool) -> Session {
+    /// The transmission parameters of a connection to this export: the advertised minimum
+    /// block size binds only a client that agreed to it (see [`Step::Transmit`]); the others
+    /// may address single bytes, which the server serves by read-modify-write.
+    pub fn session(&self, structured: bool, block_size_agreed: bool) -> Session {
         Session {
             size: self.size,
             flags: self.flags(structured),
-            block_size: self.min_block,
+            block_size: if block_size_agreed { self.min_block } else { 1 },
             max_payload: self.max_block,
             structured,
         }
@@ -149,6 +159,17 @@ impl<'a> Negotiation<'a> {
             exports,
             structured: false,
             no_zeroes: false,
+            refusal: None,
+        }
+    }
+
+    /// A handshake that serves nothing and says why (a server at its connection limit):
+    /// every option but `NBD_OPT_ABORT` gets `NBD_REP_ERR_POLICY` with `reason`, which clients
+    /// show their user, and `NBD_OPT_EXPORT_NAME`, which cannot be refused, closes.
+    pub fn refusing(exports: &'a [ExportParams], reason: &'static str) -> Self {
+        Negotiation {
+            refusal: Some(reason),
+            ..Negotiation::new(exports)
         }
     }
 
@@ -173,6 +194,13 @@ impl<'a> Negotiation<'a> {
 
     /// Handles one option and its data.
     pub fn handle_option(&mut self, option: OptionCode, data: &[u8]) -> Step {
+        if let Some(reason) = self.refusal {
+            return match option {
+                OptionCode::ABORT => Step::Close(reply(option, ReplyCode::ACK, &[])),
+                OptionCode::EXPORT_NAME => Step::Refuse(NegotiationError::Refused(reason)),
+                _ => error(option, ReplyCode::ERR_POLICY, reason),
+            };
+        }
         match option {
             OptionCode::EXPORT_NAME => self.export_name(data),
             OptionCode::ABORT => Step::Close(reply(option, ReplyCode::ACK, &[])),
@@ -185,6 +213,9 @@ impl<'a> Negotiation<'a> {
 
     /// Handles an option whose data (longer than [`MAX_OPTION_DATA`]) the driver skipped.
     pub fn handle_oversized_option(&mut self, option: OptionCode) -> Step {
+        if self.refusal.is_some() {
+            return self.handle_option(option, &[]);
+        }
         match option {
             OptionCode::EXPORT_NAME => {
                 Step::Refuse(NegotiationError::UnknownExport("(name too long)".into()))
@@ -225,6 +256,7 @@ impl<'a> Negotiation<'a> {
             reply,
             export: index,
             structured: self.structured,
+            block_size_agreed: false,
         }
     }
 
@@ -271,8 +303,9 @@ impl<'a> Negotiation<'a> {
                 &emit_info_string(InfoType::DESCRIPTION, &e.description),
             );
         }
-        // Sent even when not asked for: proto.md lets the server volunteer it, and clients that
-        // did not ask (the kernel via nbd-client) still learn the alignment we enforce.
+        // Sent even when not asked for: proto.md lets the server volunteer it, so that clients
+        // that did not ask (the kernel via nbd-client) learn the alignment that is fastest;
+        // they are not bound by it (see `ExportParams::session`).
         info(
             &mut out,
             &emit_info_block_size(e.min_block, e.preferred_block, e.max_block),
@@ -283,6 +316,7 @@ impl<'a> Negotiation<'a> {
                 reply: out,
                 export: index,
                 structured: self.structured,
+                block_size_agreed: request.requests.contains(&InfoType::BLOCK_SIZE),
             }
         } else {
             Step::Continue(out)

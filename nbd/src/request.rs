@@ -11,7 +11,7 @@
 //! | a flag not documented or not negotiated for the command | `EINVAL` |
 //! | WRITE, TRIM, WRITE_ZEROES on a read-only export | `EPERM` |
 //! | READ or WRITE longer than the maximum block size | `EINVAL` |
-//! | offset or length not a multiple of the minimum block size | `EINVAL` |
+//! | offset or length not a multiple of the minimum block size (only for clients that agreed to it; the others have a minimum of 1, [`crate::negotiate::ExportParams::session`]) | `EINVAL` |
 //! | past the end: WRITE, WRITE_ZEROES | `ENOSPC` |
 //! | past the end: READ, TRIM | `EINVAL` |
 

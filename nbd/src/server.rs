@@ -7,12 +7,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::conn::{ConnectionError, Counters, Target, handshake, transmit};
+use crate::conn::{ConnectionError, Counters, Gauge, Negotiated, Target, handshake, transmit};
 use crate::listen::{Accepted, Listener};
 use crate::negotiate::ExportParams;
 use crate::wire::MAX_STRING;
 use crate::{Config, Export, MAX_REQUEST_BYTES};
-use sanshim_blockdev::BlockDevice;
+use sanshim_blockdev::{BlockDevice, Bytewise};
 
 /// An NBD server over a fixed set of exports of one device type. Cheap to clone; clones
 /// share everything.
@@ -20,7 +20,7 @@ pub struct Server<D> {
     inner: Arc<Inner<D>>,
 }
 
-/// What a server's connections moved so far.
+/// What a server's connections moved so far, and what they hold now.
 #[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
 pub struct Stats {
     /// Requests run against the device.
@@ -28,6 +28,28 @@ pub struct Stats {
     /// Read payload bytes copied in userspace on their way to the socket (replies of at
     /// most 4 KiB are gathered into one write; larger ones go out from the device's buffer).
     pub copied_bytes: u64,
+    /// Connections served now (in the handshake or the transmission phase); once it drops,
+    /// the connection's place under [`Config::max_connections`] is free.
+    pub connections: u64,
+    /// Connections turned away at the connection limit so far.
+    pub refused_connections: u64,
+    /// Requests read whose replies are not yet written, now (at most
+    /// [`Config::max_inflight_requests`] per connection).
+    pub in_flight: u64,
+    /// The most requests that were ever in flight at once.
+    pub peak_in_flight: u64,
+    /// Request and reply data held now (at most [`Config::connection_buffer_bytes`] per
+    /// connection; an unaligned read holds up to two blocks more).
+    pub held_bytes: u64,
+    /// The most data that was ever held at once.
+    pub peak_held_bytes: u64,
+    /// Request tasks running now (at the device, or queueing their reply).
+    pub running_tasks: u64,
+    /// Reads not aligned to the device's blocks, served from the covering blocks.
+    pub unaligned_reads: u64,
+    /// Writes and write-zeroes not aligned to the device's blocks, served by
+    /// read-modify-write.
+    pub read_modify_writes: u64,
 }
 
 /// A graceful-shutdown signal: once triggered, listeners stop accepting and connections stop
@@ -65,9 +87,15 @@ struct Inner<D> {
     counters: Arc<Counters>,
     config: Config,
     exports: Vec<Export<D>>,
+    /// Each export's device, addressed in bytes (one per export, shared by its connections,
+    /// so that read-modify-writes are serialised across all of them).
+    devices: Vec<Arc<Bytewise<Arc<D>>>>,
     params: Vec<ExportParams>,
     shutdown: Shutdown,
     connections: Arc<Semaphore>,
+    /// Connections over the limit that are being told so (as many as the limit, at most).
+    refusals: Arc<Semaphore>,
+    refused: std::sync::atomic::AtomicU64,
 }
 
 impl<D> Clone for Server<D> {
@@ -100,13 +128,21 @@ impl<D: BlockDevice + 'static> Server<D> {
             .map(|e| ExportParams::new(e, config.max_request_bytes))
             .collect();
         let connections = Arc::new(Semaphore::new(config.max_connections));
+        let refusals = Arc::new(Semaphore::new(config.max_connections));
+        let devices = exports
+            .iter()
+            .map(|e| Arc::new(Bytewise::new(Arc::clone(&e.device))))
+            .collect();
         let inner = Inner {
             counters: Arc::default(),
             config,
             exports,
+            devices,
             params,
             shutdown: Shutdown::new(),
             connections,
+            refusals,
+            refused: Default::default(),
         };
         Ok(Server {
             inner: Arc::new(inner),
@@ -121,9 +157,20 @@ impl<D: BlockDevice + 'static> Server<D> {
     /// What the server's connections moved so far.
     pub fn stats(&self) -> Stats {
         let c = &self.inner.counters;
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let bytewise = self.inner.devices.iter().map(|d| d.stats());
         Stats {
-            requests: c.requests.load(Ordering::Relaxed),
-            copied_bytes: c.copied.load(Ordering::Relaxed),
+            requests: get(&c.requests),
+            copied_bytes: get(&c.copied),
+            connections: get(&c.connections),
+            refused_connections: get(&self.inner.refused),
+            in_flight: get(&c.in_flight),
+            peak_in_flight: get(&c.peak_in_flight),
+            held_bytes: get(&c.held_bytes),
+            peak_held_bytes: get(&c.peak_held_bytes),
+            running_tasks: get(&c.tasks),
+            unaligned_reads: bytewise.clone().map(|s| s.unaligned_reads).sum(),
+            read_modify_writes: bytewise.map(|s| s.read_modify_writes).sum(),
         }
     }
 
@@ -166,26 +213,34 @@ impl<D: BlockDevice + 'static> Server<D> {
     ///
     /// # Errors
     /// [`ConnectionError`] saying why the connection ended abnormally.
-    pub async fn serve_stream<S>(&self, mut stream: S) -> Result<(), ConnectionError>
+    pub async fn serve_stream<S>(&self, stream: S) -> Result<(), ConnectionError>
     where
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let inner = &self.inner;
-        let negotiated = tokio::select! {
-            () = inner.shutdown.wait() => return Ok(()),
-            r = tokio::time::timeout(
-                inner.config.handshake_timeout,
-                handshake(&mut stream, &inner.params),
-            ) => r.map_err(|_| ConnectionError::HandshakeTimeout)??,
-        };
-        match negotiated {
-            Some((export, structured)) => self.transmit(stream, export, structured).await,
+        let _connection = self.count_connection();
+        self.serve_counted(stream).await
+    }
+
+    async fn serve_counted<S>(&self, mut stream: S) -> Result<(), ConnectionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        match self.handshake(&mut stream, None).await? {
+            Some(n) => {
+                self.transmit_negotiated(stream, n, self.inner.config.idle_timeout)
+                    .await
+            }
             None => Ok(()),
         }
     }
 
+    fn count_connection(&self) -> Gauge {
+        Gauge::up(&self.inner.counters, |c| &c.connections)
+    }
+
     /// Serves the transmission phase of export number `export` on `stream` with simple replies,
-    /// as for the kernel, which is told the export's parameters out of band.
+    /// as for the kernel, which is told the export's parameters out of band (so it is bound
+    /// by the block size) and may idle for as long as it likes.
     pub(crate) async fn transmit<S>(
         &self,
         stream: S,
@@ -195,14 +250,56 @@ impl<D: BlockDevice + 'static> Server<D> {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
+        let _connection = self.count_connection();
+        let negotiated = Negotiated {
+            export,
+            structured,
+            block_size_agreed: true,
+        };
+        self.transmit_negotiated(stream, negotiated, None).await
+    }
+
+    /// The handshake within the handshake timeout; `None` when the client left or shutdown
+    /// came first.
+    async fn handshake<S>(
+        &self,
+        stream: &mut S,
+        refusal: Option<&'static str>,
+    ) -> Result<Option<Negotiated>, ConnectionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
         let inner = &self.inner;
-        let (Some(params), Some(e)) = (inner.params.get(export), inner.exports.get(export)) else {
+        tokio::select! {
+            () = inner.shutdown.wait() => Ok(None),
+            r = tokio::time::timeout(
+                inner.config.handshake_timeout,
+                handshake(stream, &inner.params, refusal),
+            ) => r.map_err(|_| ConnectionError::HandshakeTimeout)?,
+        }
+    }
+
+    async fn transmit_negotiated<S>(
+        &self,
+        stream: S,
+        n: Negotiated,
+        idle_timeout: Option<std::time::Duration>,
+    ) -> Result<(), ConnectionError>
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let inner = &self.inner;
+        let (Some(params), Some(device)) =
+            (inner.params.get(n.export), inner.devices.get(n.export))
+        else {
             return Ok(());
         };
         let target = Target {
             params,
-            device: Arc::clone(&e.device),
-            structured,
+            device: Arc::clone(device),
+            structured: n.structured,
+            block_size_agreed: n.block_size_agreed,
+            idle_timeout,
             counters: Arc::clone(&inner.counters),
         };
         transmit(stream, target, &inner.config, &inner.shutdown).await
@@ -223,21 +320,47 @@ impl<D: BlockDevice + 'static> Server<D> {
 
     fn spawn_connection(&self, conns: &mut JoinSet<()>, stream: Accepted) {
         let Ok(permit) = Arc::clone(&self.inner.connections).try_acquire_owned() else {
-            tracing::warn!(peer = %stream.peer(), "connection limit reached, closing");
+            self.refuse(conns, stream);
             return;
         };
         let server = self.clone();
+        // Counted until its slot under the limit is free again.
+        let connection = self.count_connection();
         conns.spawn(async move {
             let peer = stream.peer();
             tracing::debug!(%peer, "client connected");
             let result = match stream {
-                Accepted::Unix(s) => server.serve_stream(s).await,
-                Accepted::Tcp(s, _) => server.serve_stream(s).await,
+                Accepted::Unix(s) => server.serve_counted(s).await,
+                Accepted::Tcp(s, _) => server.serve_counted(s).await,
             };
             match result {
                 Ok(()) => tracing::debug!(%peer, "client disconnected"),
                 Err(e) => tracing::info!(%peer, error = %e, "connection ended"),
             }
+            drop(permit);
+            drop(connection);
+        });
+    }
+}
+
+impl<D: BlockDevice + 'static> Server<D> {
+    /// Turns a connection over the limit away: it is told why in the handshake (as many at a
+    /// time as the limit allows, each within the handshake timeout), else closed at once.
+    fn refuse(&self, conns: &mut JoinSet<()>, stream: Accepted) {
+        self.inner.refused.fetch_add(1, Ordering::Relaxed);
+        let limit = self.inner.config.max_connections;
+        let peer = stream.peer();
+        tracing::warn!(%peer, limit, "connection limit reached: refusing the connection");
+        let Ok(permit) = Arc::clone(&self.inner.refusals).try_acquire_owned() else {
+            return;
+        };
+        let server = self.clone();
+        conns.spawn(async move {
+            let reason = "too many connections: the server's connection limit is reached";
+            let _ = match stream {
+                Accepted::Unix(mut s) => server.handshake(&mut s, Some(reason)).await,
+                Accepted::Tcp(mut s, _) => server.handshake(&mut s, Some(reason)).await,
+            };
             drop(permit);
         });
     }

@@ -1,6 +1,10 @@
 //! The server against scripted and hostile clients: the old EXPORT_NAME handshake (as
 //! busybox's nbd-client speaks it), refused requests amid valid pipelined ones, garbage,
 //! silence, floods of clients, out-of-order replies, draining on DISC and on shutdown.
+//!
+//! Every test runs on tokio's paused clock: the server's timeouts and the test device's delays
+//! take no real time, and the clock only moves when every task waits, so nothing depends on
+//! how fast the machine is.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -17,7 +21,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 use zerocopy::IntoBytes;
 
-use common::{Client, Reply, TestServer, connect, export, get, mem_disk, put, random_bytes};
+use common::{
+    Client, Reply, TestServer, connect, export, get, mem_disk, put, random_bytes, settle,
+    wait_until,
+};
 
 const EINVAL: u32 = 22;
 const EPERM: u32 = 1;
@@ -44,7 +51,7 @@ async fn go<D>(srv: &TestServer<D>, name: &str, structured: bool) -> Client<Unix
     Client::go(connect(&srv.sock).await, name, structured).await
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_export_name_handshake_sends_zeroes_like_busybox_expects() {
     let disk = mem_disk(512, 1 << 20);
     put(&*disk, 0, &[0x42; 512]).await;
@@ -85,7 +92,7 @@ async fn test_export_name_handshake_sends_zeroes_like_busybox_expects() {
     srv.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_options_unknown_unsupported_and_abort() {
     let srv = TestServer::with_disk(mem_disk(512, 1 << 20)).await;
     let mut s = connect(&srv.sock).await;
@@ -122,7 +129,7 @@ async fn test_options_unknown_unsupported_and_abort() {
     srv.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_bad_requests_get_errors_while_the_connection_goes_on() {
     let disk = mem_disk(4096, 1 << 20);
     let ro = mem_disk(4096, 1 << 20);
@@ -197,7 +204,7 @@ async fn test_bad_requests_get_errors_while_the_connection_goes_on() {
 /// answers `NBD_ENOTSUP` at once and changes nothing, so the client writes the zeroes once
 /// itself; the same request without the flag zeroes, and a device that zeroes by itself
 /// takes the flag.
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_fast_zero_fails_fast_where_zeroing_would_be_slow() {
     use bytes::Bytes;
     use sanshim_blockdev::BlockDevice;
@@ -240,7 +247,7 @@ async fn test_fast_zero_fails_fast_where_zeroing_would_be_slow() {
     srv.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_replies_come_out_of_order() {
     let dev = Arc::new(FaultDisk::new(MemDisk::new(512, 2048).unwrap()));
     dev.inject(
@@ -257,7 +264,7 @@ async fn test_replies_come_out_of_order() {
     srv.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_disc_and_shutdown_drain_in_flight_requests() {
     let dev = Arc::new(FaultDisk::new(MemDisk::new(512, 2048).unwrap()));
     dev.inject(Fault::delay(Duration::from_millis(300)).on(Op::Write));
@@ -286,10 +293,11 @@ async fn test_disc_and_shutdown_drain_in_flight_requests() {
 /// A client that sends reads and never takes the replies: once the socket is full, the
 /// connection is dropped after the reply timeout, and a graceful shutdown in the meantime
 /// completes within it instead of waiting for the client forever.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn test_a_client_that_stops_reading_replies_does_not_hold_the_server() {
+    let reply_timeout = Duration::from_secs(1);
     let config = Config {
-        reply_timeout: Duration::from_secs(1),
+        reply_timeout,
         ..Config::default()
     };
     let srv = TestServer::start(config, vec![export("disk", mem_disk(512, 64 << 20), false)]).await;
@@ -300,7 +308,7 @@ async fn test_a_client_that_stops_reading_replies_does_not_hold_the_server() {
     }
     // Dropped after the timeout: the server closes its side, which the client sees once it
     // looks (the replies that did go out come first).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    wait_until(|| srv.server.stats().connections == 0).await;
     let mut sink = vec![0u8; 1 << 20];
     let drained = tokio::time::timeout(SHORT, async {
         loop {
@@ -315,21 +323,22 @@ async fn test_a_client_that_stops_reading_replies_does_not_hold_the_server() {
 
     // The same during a shutdown: it returns within the timeout.
     let mut deaf = go(&srv, "disk", false).await;
+    let before = srv.server.stats().requests;
     for cookie in 0..64 {
         deaf.send(Command::READ, 0, cookie, 0, 1 << 20).await;
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let started = std::time::Instant::now();
+    wait_until(|| srv.server.stats().requests == before + 64).await;
+    let started = tokio::time::Instant::now();
     srv.stop().await;
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() <= reply_timeout,
         "shutdown waited {:?}",
         started.elapsed()
     );
     drop(deaf);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_in_flight_requests_are_bounded_per_connection() {
     let dev = Arc::new(FaultDisk::new(MemDisk::new(512, 2048).unwrap()));
     dev.set_path_state(PathState::Hung);
@@ -342,12 +351,15 @@ async fn test_in_flight_requests_are_bounded_per_connection() {
     for cookie in 0..200 {
         c.send(Command::FLUSH, 0, cookie, 0, 0).await;
     }
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_for_ops(&dev, 8).await;
+    // Let every task run until all wait: nothing more gets through.
+    settle().await;
     assert_eq!(
         dev.op_count(),
         8,
         "only the allowed number reached the device"
     );
+    assert_eq!(srv.server.stats().in_flight, 8);
     dev.set_path_state(PathState::Alive);
     let mut cookies: Vec<u64> = Vec::new();
     for _ in 0..200 {
@@ -361,7 +373,7 @@ async fn test_in_flight_requests_are_bounded_per_connection() {
     srv.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_garbage_and_silence_close_only_those_connections() {
     let disk = mem_disk(512, 1 << 20);
     let config = Config {
@@ -410,7 +422,9 @@ async fn test_garbage_and_silence_close_only_those_connections() {
     };
     let mut greeting = [0u8; 18];
     idle.stream.read_exact(&mut greeting).await.unwrap();
-    assert!(idle.closed_within(Duration::from_secs(3)).await);
+    // Not before the timeout, and right after it.
+    assert!(!idle.closed_within(Duration::from_millis(299)).await);
+    assert!(idle.closed_within(Duration::from_millis(2)).await);
     // The good client never noticed.
     good.send_write(1, 0, &[3; 512], 0).await;
     assert_eq!(good.recv(|_| 0).await, ok(1, vec![]));
@@ -421,24 +435,12 @@ async fn test_garbage_and_silence_close_only_those_connections() {
 
 /// Waits until `n` operations reached the device (the server dispatched them).
 async fn wait_for_ops(dev: &FaultDisk<MemDisk>, n: u64) {
-    let deadline = tokio::time::Instant::now() + SHORT;
-    while dev.op_count() < n {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {} ops arrived",
-            dev.op_count()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until(|| dev.op_count() >= n).await;
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// After two hundred hostile clients, nothing they held is left: only the good client's
+/// connection remains, with no request in flight and no data held.
+#[tokio::test(start_paused = true)]
 async fn test_two_hundred_hostile_clients_while_a_good_one_is_served() {
     let disk = mem_disk(512, 8 << 20);
     let config = Config {
@@ -448,7 +450,6 @@ async fn test_two_hundred_hostile_clients_while_a_good_one_is_served() {
     };
     let srv = Arc::new(TestServer::start(config, vec![export("disk", disk, false)]).await);
     let mut good = go(&srv, "disk", true).await;
-    let before = rss_kib();
     let hostile: Vec<_> = (0..200u64)
         .map(|i| {
             let srv = Arc::clone(&srv);
@@ -473,8 +474,14 @@ async fn test_two_hundred_hostile_clients_while_a_good_one_is_served() {
             .unwrap()
             .unwrap();
     }
-    let grown = rss_kib().saturating_sub(before);
-    assert!(grown < 256 * 1024, "RSS grew by {grown} KiB");
+    wait_until(|| srv.server.stats().connections == 1).await;
+    let s = srv.server.stats();
+    assert_eq!(
+        (s.in_flight, s.held_bytes, s.running_tasks),
+        (0, 0, 0),
+        "{s:?}"
+    );
+    assert!(s.peak_in_flight > 0, "{s:?}");
     good.send(Command::DISC, 0, 0, 0, 0).await;
     Arc::try_unwrap(srv).ok().unwrap().stop().await;
 }
@@ -554,31 +561,7 @@ async fn try_handshake(s: &mut UnixStream) -> Option<()> {
     Some(())
 }
 
-#[tokio::test]
-async fn test_connection_limit_closes_extra_clients() {
-    let config = Config {
-        max_connections: 2,
-        ..Config::default()
-    };
-    let srv = TestServer::start(config, vec![export("disk", mem_disk(512, 1 << 20), false)]).await;
-    let a = go(&srv, "disk", false).await;
-    let b = go(&srv, "disk", false).await;
-    let mut extra = Client {
-        stream: connect(&srv.sock).await,
-        size: 0,
-        flags: 0,
-        structured: false,
-    };
-    assert!(extra.closed_within(SHORT).await);
-    drop((a, b));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let mut c = go(&srv, "disk", false).await;
-    c.send(Command::FLUSH, 0, 1, 0, 0).await;
-    assert_eq!(c.recv(|_| 0).await, ok(1, vec![]));
-    srv.stop().await;
-}
-
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn test_serve_stream_over_any_transport() {
     let server = Server::new(
         Config::default(),

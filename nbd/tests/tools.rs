@@ -289,3 +289,159 @@ async fn test_tcp_listener_with_nbdcopy_and_qemu_img() {
     server.shutdown();
     task.await.unwrap();
 }
+
+/// Runs a script with /usr/bin/python3 and libnbd (`import nbd`); `None` (skipped) when the
+/// module is missing, unless under CI.
+async fn python_libnbd(script: &str, args: &[&str]) -> Option<String> {
+    // The distribution's python3, where python3-libnbd is installed (not a pyenv shim).
+    let python = std::path::PathBuf::from("/usr/bin/python3");
+    let probe = Command::new(&python)
+        .args(["-c", "import nbd"])
+        .output()
+        .await
+        .unwrap();
+    if !probe.status.success() {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true" || v == "1"),
+            "python3-libnbd is required under CI"
+        );
+        eprintln!("skipping: python3-libnbd not installed");
+        return None;
+    }
+    let mut all = vec!["-c", script];
+    all.extend_from_slice(args);
+    Some(run(&python, &all).await)
+}
+
+/// libnbd with `set_request_block_size(False)` (a client that does not agree to the block
+/// sizes) writes, zeroes, trims and reads at byte granularity; the script keeps a model of
+/// the export, checks each read against it and prints its SHA-256, which the device's content
+/// must match.
+const NBD_BYTES: &str = include_str!("../../tests/tools/nbd_bytes.py");
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_libnbd_without_block_sizes_writes_bytes_on_a_4k_export() {
+    let disk = mem_disk(4096, 1 << 20);
+    let srv = TestServer::with_disk(disk.clone()).await;
+    let Some(out) = python_libnbd(NBD_BYTES, &[&srv.uri("disk")]).await else {
+        return;
+    };
+    assert_eq!(out.trim(), sha256_hex(&disk_bytes(&disk).await));
+    let s = srv.server.stats();
+    assert!(s.read_modify_writes >= 8 && s.unaligned_reads >= 7, "{s:?}");
+    srv.stop().await;
+}
+
+/// qemu-io and nbdcopy at 512-byte granularity on a 4 KiB-block export: QEMU asks for the
+/// block sizes and aligns its requests itself; nbdcopy copies a whole image. The device holds
+/// exactly what was written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_qemu_io_and_nbdcopy_at_512_bytes_on_a_4k_export() {
+    let (Some(qemu_io), Some(nbdcopy)) = (tool("qemu-io"), tool("nbdcopy")) else {
+        return;
+    };
+    let disk = mem_disk(4096, 4 << 20);
+    let srv = TestServer::with_disk(disk.clone()).await;
+    let input = srv.dir.path().join("in.img");
+    let mut image = random_bytes(4 << 20, 21);
+    std::fs::write(&input, &image).unwrap();
+    run(&nbdcopy, &[input.to_str().unwrap(), &srv.uri("disk")]).await;
+    let script = [
+        "write -P 0x11 512 512",
+        "write -P 0x22 1536 2560",
+        "write -z 4608 1024",
+        "read -P 0x11 512 512",
+        "read -P 0x22 1536 2560",
+        "read -P 0 4608 1024",
+    ];
+    let mut args = vec!["-f", "raw"];
+    for cmd in &script {
+        args.extend(["-c", cmd]);
+    }
+    let uri = srv.uri("disk");
+    args.push(&uri);
+    let out = run(&qemu_io, &args).await;
+    assert!(!out.contains("failed") && !out.contains("error"), "{out}");
+    image[512..1024].fill(0x11);
+    image[1536..4096].fill(0x22);
+    image[4608..5632].fill(0);
+    assert_eq!(sha256_hex(&disk_bytes(&disk).await), sha256_hex(&image));
+    let output = srv.dir.path().join("out.img");
+    run(&nbdcopy, &[&uri, output.to_str().unwrap()]).await;
+    assert_eq!(
+        sha256_hex(&std::fs::read(&output).unwrap()),
+        sha256_hex(&image)
+    );
+    srv.stop().await;
+}
+
+/// A read-only export seen by real clients: nbdinfo reports it read-only, and a write from
+/// libnbd (its own read-only check turned off, so the request goes on the wire) fails with
+/// EPERM; the device never sees a write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_read_only_export_refuses_libnbd_writes_with_eperm() {
+    let Some(nbdinfo) = tool("nbdinfo") else {
+        return;
+    };
+    let disk = mem_disk(512, 1 << 20);
+    let srv = TestServer::start(Config::default(), vec![export("disk", disk.clone(), true)]).await;
+    let json: serde_json::Value =
+        serde_json::from_str(&run(&nbdinfo, &["--json", &srv.uri("disk")]).await).unwrap();
+    assert_eq!(json["exports"][0]["is_read_only"], true, "{json}");
+    let script = r#"
+import errno, sys, nbd
+h = nbd.NBD()
+h.set_strict_mode(0)
+h.connect_uri(sys.argv[1])
+assert h.is_read_only()
+for name, op in [("write", lambda: h.pwrite(b"x" * 512, 0)),
+                 ("zero", lambda: h.zero(512, 0)),
+                 ("trim", lambda: h.trim(512, 0))]:
+    try:
+        op()
+        print(name, "succeeded")
+    except nbd.Error as e:
+        # libnbd 1.14 gives the number as the second argument (its .errno is the name).
+        print(name, "EPERM" if e.args[1:] == (errno.EPERM,) else e.args)
+h.shutdown()
+"#;
+    let Some(out) = python_libnbd(script, &[&srv.uri("disk")]).await else {
+        return;
+    };
+    assert_eq!(out, "write EPERM\nzero EPERM\ntrim EPERM\n");
+    let s = disk.stats();
+    assert_eq!((s.writes, s.write_zeroes, s.discards), (0, 0, 0), "{s:?}");
+    srv.stop().await;
+}
+
+/// At the connection limit, real clients are refused: QEMU shows the server's words
+/// (libnbd reports only the error code).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn test_clients_over_the_connection_limit_are_told_why() {
+    let (Some(nbdinfo), Some(qemu_img)) = (tool("nbdinfo"), tool("qemu-img")) else {
+        return;
+    };
+    let config = Config {
+        max_connections: 1,
+        ..Config::default()
+    };
+    let srv = TestServer::start(config, vec![export("disk", mem_disk(512, 1 << 20), false)]).await;
+    let held = common::Client::go(common::connect(&srv.sock).await, "disk", false).await;
+    let out = Command::new(&qemu_img)
+        .args(["info", &srv.uri("disk")])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "qemu-img succeeded over the limit");
+    assert!(stderr.contains("too many connections"), "{stderr}");
+    let out = Command::new(&nbdinfo)
+        .arg(srv.uri("disk"))
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "nbdinfo succeeded over the limit");
+    assert_eq!(srv.server.stats().refused_connections, 2);
+    drop(held);
+    srv.stop().await;
+}

@@ -120,12 +120,25 @@ impl Tgtd {
     /// Adds LUN `lun` to target `tid`, backed by a new sparse file of `size` bytes in the
     /// temp directory; returns the file's path.
     pub fn add_file_lun(&mut self, tid: u32, lun: u32, size: u64) -> PathBuf {
+        self.add_file_lun_with_block_size(tid, lun, size, None)
+    }
+
+    /// [`Tgtd::add_file_lun`] with a logical block size other than tgtd's 512 bytes
+    /// (`tgtadm --blocksize`, e.g. 4096 for a 4Kn LUN).
+    pub fn add_file_lun_with_block_size(
+        &mut self,
+        tid: u32,
+        lun: u32,
+        size: u64,
+        block_size: Option<u32>,
+    ) -> PathBuf {
         let path = self.dir().join(format!("t{tid}-lun{lun}.img"));
         let file = std::fs::File::create(&path).expect("create backing file");
         file.set_len(size).expect("size backing file");
         let (tid, lun) = (tid.to_string(), lun.to_string());
         let p = path.to_string_lossy().into_owned();
-        self.tgtadm(&[
+        let block_size = block_size.map(|b| b.to_string());
+        let mut args = vec![
             "--op",
             "new",
             "--mode",
@@ -136,7 +149,11 @@ impl Tgtd {
             &lun,
             "-b",
             &p,
-        ]);
+        ];
+        if let Some(bs) = &block_size {
+            args.extend(["--blocksize", bs]);
+        }
+        self.tgtadm(&args);
         path
     }
 

@@ -79,6 +79,7 @@ fn test_export_name_sends_zeroes_unless_no_zeroes() {
         reply,
         export,
         structured,
+        block_size_agreed: false,
     } = n.handle_option(OptionCode::EXPORT_NAME, b"")
     else {
         panic!("expected transmission");
@@ -123,6 +124,7 @@ fn test_go_replies_info_then_ack() {
         reply,
         export: 0,
         structured: true,
+        block_size_agreed: true,
     } = step
     else {
         panic!("unexpected {step:?}");
@@ -145,6 +147,61 @@ fn test_go_replies_info_then_ack() {
     assert_eq!(r[1].2, [&[0u8, 1][..], b"disk"].concat());
     assert_eq!(r[2].2, [&[0u8, 2][..], b"a disk"].concat());
     assert_eq!(r[3].2, emit_info_block_size(512, 4096, 32 << 20));
+}
+
+/// Only a GO that asked for `NBD_INFO_BLOCK_SIZE` binds the client to the minimum block
+/// size; every other client may send requests of any alignment.
+#[test]
+fn test_block_sizes_bind_only_clients_that_asked() {
+    let p = params();
+    for (infos, agreed) in [(&[][..], false), (&[1, 2][..], false), (&[3][..], true)] {
+        let mut n = Negotiation::new(&p);
+        match n.handle_option(OptionCode::GO, &go_data("disk", infos)) {
+            Step::Transmit {
+                block_size_agreed, ..
+            } => assert_eq!(block_size_agreed, agreed, "{infos:?}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(p[0].session(false, true).block_size, 512);
+    assert_eq!(p[0].session(false, false).block_size, 1);
+}
+
+#[test]
+fn test_a_refusing_handshake_serves_nothing_and_says_why() {
+    let p = params();
+    let mut n = Negotiation::refusing(&p, "too many connections");
+    n.handle_client_flags(3).unwrap();
+    for option in [
+        OptionCode::GO,
+        OptionCode::INFO,
+        OptionCode::LIST,
+        OptionCode(77),
+    ] {
+        let Step::Continue(bytes) = n.handle_option(option, &go_data("disk", &[3])) else {
+            panic!("{option:?} must be answered");
+        };
+        assert_eq!(
+            replies(&bytes),
+            [(
+                option,
+                ReplyCode::ERR_POLICY,
+                b"too many connections".to_vec()
+            )]
+        );
+    }
+    assert!(matches!(
+        n.handle_oversized_option(OptionCode::GO),
+        Step::Continue(_)
+    ));
+    assert_eq!(
+        n.handle_option(OptionCode::EXPORT_NAME, b"disk"),
+        Step::Refuse(NegotiationError::Refused("too many connections"))
+    );
+    assert!(matches!(
+        n.handle_option(OptionCode::ABORT, &[]),
+        Step::Close(_)
+    ));
 }
 
 #[test]

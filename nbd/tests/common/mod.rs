@@ -88,6 +88,21 @@ pub async fn get<D: BlockDevice>(disk: &D, lba: u64, len: usize) -> Vec<u8> {
         .to_vec()
 }
 
+/// Waits, on the test's clock, until `cond` holds; panics after a minute of it.
+pub async fn wait_until(mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "condition not met");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// On a paused clock: returns once every task waits for something other than time (an hour
+/// passes only when nothing else can run).
+pub async fn settle() {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+}
+
 /// Deterministic pseudo-random bytes (xorshift).
 pub fn random_bytes(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -180,8 +195,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         (OptionCode(h.option.get()), ReplyCode(h.reply.get()), data)
     }
 
-    /// Fixed newstyle handshake ending in NBD_OPT_GO.
-    pub async fn go(mut stream: S, name: &str, structured: bool) -> Client<S> {
+    /// Fixed newstyle handshake ending in NBD_OPT_GO that asks for the block sizes (and so
+    /// agrees to them).
+    pub async fn go(stream: S, name: &str, structured: bool) -> Client<S> {
+        Client::go_with(stream, name, structured, true).await
+    }
+
+    /// NBD_OPT_GO, asking for the block sizes or not.
+    pub async fn go_with(
+        mut stream: S,
+        name: &str,
+        structured: bool,
+        block_sizes: bool,
+    ) -> Client<S> {
         Client::greet(&mut stream, 3).await;
         if structured {
             Client::send_option(&mut stream, OptionCode::STRUCTURED_REPLY, &[]).await;
@@ -193,7 +219,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         let mut data = Vec::new();
         InfoRequest {
             name: name.as_bytes(),
-            requests: vec![InfoType::BLOCK_SIZE],
+            requests: if block_sizes {
+                vec![InfoType::BLOCK_SIZE]
+            } else {
+                vec![]
+            },
         }
         .emit(&mut data);
         Client::send_option(&mut stream, OptionCode::GO, &data).await;
