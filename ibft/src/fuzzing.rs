@@ -48,3 +48,29 @@ fn comparable(mut ibft: Ibft) -> Ibft {
     ibft.header.checksum_ok = None;
     ibft
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The committed seeds (the writer tables of the VM test, `scripts/fuzz-seed`) parse, and
+    /// go through the whole fuzz logic.
+    #[test]
+    fn seeds_parse_and_round_trip() {
+        let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/ibft");
+        let seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+            .collect();
+        assert!(seeds.len() >= 3, "{}: fewer than 3 seeds", dir.display());
+        let parsed = seeds.iter().filter(|s| Ibft::parse(s).is_ok()).count();
+        assert!(
+            parsed * 2 > seeds.len(),
+            "{parsed} of {} seeds parse",
+            seeds.len()
+        );
+        for seed in &seeds {
+            parse_table(seed);
+        }
+    }
+}

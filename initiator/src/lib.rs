@@ -12,7 +12,7 @@
 
 pub mod discovery;
 pub mod disk;
-#[cfg(fuzzing)]
+#[cfg(any(fuzzing, test))]
 pub mod fuzzing;
 pub mod inspect;
 pub mod login;
