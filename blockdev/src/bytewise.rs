@@ -102,6 +102,13 @@ impl<D: BlockDevice> Bytewise<D> {
         if s.aligned() {
             return split::read(&self.device, s.first, BytesMut::zeroed(len)).await;
         }
+        // Boxed, as the other unaligned paths below: a rare path must not grow the future of
+        // every request (tokio boxes a spawned future past 2 KiB in debug builds, 16 KiB in
+        // release, and the hot path counts its allocations).
+        Box::pin(self.read_unaligned(s, len)).await
+    }
+
+    async fn read_unaligned(&self, s: Span, len: usize) -> Result<BytesMut, BlockError> {
         self.unaligned_reads.fetch_add(1, Ordering::Relaxed);
         let cover = self.cover_bytes(&s)?;
         let mut buf = split::read(&self.device, s.first, BytesMut::zeroed(cover)).await?;
@@ -123,6 +130,10 @@ impl<D: BlockDevice> Bytewise<D> {
             let _shared = self.locks.lock(s.blocks(), false).await;
             return split::write(&self.device, s.first, data, fua).await;
         }
+        Box::pin(self.write_unaligned(s, data, fua)).await
+    }
+
+    async fn write_unaligned(&self, s: Span, data: Bytes, fua: bool) -> Result<(), BlockError> {
         self.read_modify_writes.fetch_add(1, Ordering::Relaxed);
         let _exclusive = self.locks.lock(s.blocks(), true).await;
         let mut merged = BytesMut::zeroed(self.cover_bytes(&s)?);
@@ -152,6 +163,15 @@ impl<D: BlockDevice> Bytewise<D> {
             let _shared = self.locks.lock(s.blocks(), false).await;
             return self.zero_blocks(s.blocks(), unmap, fast).await;
         }
+        Box::pin(self.write_zeroes_unaligned(s, unmap, fast)).await
+    }
+
+    async fn write_zeroes_unaligned(
+        &self,
+        s: Span,
+        unmap: bool,
+        fast: bool,
+    ) -> Result<(), BlockError> {
         self.read_modify_writes.fetch_add(1, Ordering::Relaxed);
         let _exclusive = self.locks.lock(s.blocks(), true).await;
         let inner = s.inner();
