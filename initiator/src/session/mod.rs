@@ -356,6 +356,7 @@ impl Session {
                 self.window_timeouts(now);
             }
         }
+        self.tasks.refresh_deadline();
         self.pump(now);
     }
 
@@ -482,14 +483,10 @@ impl Session {
     }
 
     fn connected_timeout(&self) -> Option<Instant> {
-        let tasks = self
-            .tasks
-            .in_flight
-            .values()
-            .filter(|t| !t.aborting)
-            .filter_map(|t| t.deadline);
         let tmfs = self.tmfs.values().map(|t| t.deadline);
-        tasks
+        self.tasks
+            .deadline_bound()
+            .into_iter()
             .chain(tmfs)
             .chain(self.keepalive.next_timeout(&self.config))
             .chain(self.texts.deadline())

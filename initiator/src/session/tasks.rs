@@ -91,6 +91,10 @@ pub(crate) struct TaskTable {
     /// Response for them), and such a late answer is dropped, not a protocol violation.
     aborted: VecDeque<u32>,
     next_itt: u32,
+    /// No task in flight times out before this (a lower bound kept as commands are sent and
+    /// made exact by [`TaskTable::refresh_deadline`]), so the next deadline is known without
+    /// a walk over every command in flight on each turn of the driver.
+    earliest_deadline: Option<Instant>,
 }
 
 impl TaskTable {
@@ -124,6 +128,29 @@ impl TaskTable {
     /// When the earliest pause ends.
     pub fn next_wake(&self) -> Option<Instant> {
         self.delayed.iter().map(|(at, _)| *at).min()
+    }
+
+    /// Sets the deadline of a task about to be sent, keeping the lower bound.
+    pub fn set_deadline(&mut self, task: &mut Task, deadline: Instant) {
+        task.deadline = Some(deadline);
+        self.earliest_deadline = Some(self.earliest_deadline.map_or(deadline, |d| d.min(deadline)));
+    }
+
+    /// A time no command in flight (and not being aborted) times out before: exact after
+    /// [`TaskTable::refresh_deadline`], earlier (a harmless early wake) once commands finish.
+    pub fn deadline_bound(&self) -> Option<Instant> {
+        self.earliest_deadline
+    }
+
+    /// Makes the lower bound exact: the earliest deadline of a command in flight that is not
+    /// being aborted.
+    pub fn refresh_deadline(&mut self) {
+        self.earliest_deadline = self
+            .in_flight
+            .values()
+            .filter(|t| !t.aborting)
+            .filter_map(|t| t.deadline)
+            .min();
     }
 
     /// Takes every task that is not in flight: pausing and waiting ones.

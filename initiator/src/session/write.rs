@@ -18,7 +18,8 @@ impl Session {
         let cmd_sn = self.window.take_cmd_sn();
         task.reset();
         task.cmd_sn = cmd_sn;
-        task.deadline = Some(now + self.config.command_timeout);
+        self.tasks
+            .set_deadline(&mut task, now + self.config.command_timeout);
         let edtl = task.expected_len();
         let (read, write, data) = match &task.command.transfer {
             Transfer::None => (false, false, Bytes::new()),

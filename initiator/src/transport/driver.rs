@@ -67,6 +67,10 @@ struct Driver {
     relogin: Relogin,
     shared: Arc<Shared>,
     done: bool,
+    /// The one timer of the session's deadlines, re-armed only when a deadline comes earlier
+    /// than the one it waits for (a later one costs at most an early, harmless wake).
+    timer: Pin<Box<tokio::time::Sleep>>,
+    timer_at: Option<Instant>,
 }
 
 /// Runs the session until it has logged out (or its owners went away and it logged out).
@@ -90,6 +94,8 @@ pub(crate) async fn run(
         relogin,
         shared,
         done: false,
+        timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        timer_at: None,
     };
     driver.run().await;
 }
@@ -176,21 +182,40 @@ impl Driver {
                 .as_ref()
                 .is_none_or(|l| l.queued() < SEND_QUEUE_LIMIT);
         let want_write = self.link.as_ref().is_some_and(|l| l.queued() > 0);
-        let timeout = self.session.poll_timeout();
+        self.arm_timer();
         let Driver {
             requests,
             link,
             reconnect_at,
             login,
+            timer,
+            timer_at,
             ..
         } = self;
+        // `biased`: fixed order, no random draw per wait. Nothing starves: the timer is
+        // disarmed once it fires, reads stop at a budget, and every wake also takes the
+        // requests already queued (`handle`).
         tokio::select! {
-            r = requests.recv(), if accepting => Wake::Request(r),
+            biased;
+            () = timer.as_mut(), if timer_at.is_some() => Wake::Timer,
             r = readable(link.as_ref()) => Wake::Readable(r),
             r = writable(link.as_ref(), want_write) => Wake::Writable(r),
-            () = sleep(timeout) => Wake::Timer,
+            r = requests.recv(), if accepting => Wake::Request(r),
             () = sleep(*reconnect_at) => Wake::Reconnect,
             r = logging_in(login) => Wake::LoggedIn(r),
+        }
+    }
+
+    /// Points the timer at the session's next deadline when that comes before the instant
+    /// the timer is set for (or the timer is idle).
+    fn arm_timer(&mut self) {
+        let Some(at) = self.session.poll_timeout() else {
+            self.timer_at = None;
+            return;
+        };
+        if self.timer_at.is_none_or(|t| at < t) {
+            self.timer.as_mut().reset(at.into());
+            self.timer_at = Some(at);
         }
     }
 
@@ -203,6 +228,7 @@ impl Driver {
                 if more {
                     self.take_queued(now);
                 }
+                return;
             }
             Wake::Readable(Ok(())) => {
                 if let Some(link) = self.link.as_mut() {
@@ -222,7 +248,10 @@ impl Driver {
                 self.session
                     .handle_connection_lost(crate::session::ConnectionFailure::Io, now);
             }
-            Wake::Timer => self.session.handle_timeout(now),
+            Wake::Timer => {
+                self.timer_at = None;
+                self.session.handle_timeout(now);
+            }
             Wake::Reconnect => {
                 self.reconnect_at = None;
                 let Relogin {
@@ -237,6 +266,11 @@ impl Driver {
                 ));
             }
             Wake::LoggedIn(result) => self.logged_in(result, now),
+        }
+        // Requests that arrived meanwhile go out with whatever this wake produced, without
+        // a turn of the loop of their own.
+        if self.requests_open {
+            self.take_queued(now);
         }
     }
 

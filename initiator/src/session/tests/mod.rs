@@ -358,3 +358,47 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
         .map(|i| (i as u8).wrapping_mul(31) ^ seed)
         .collect()
 }
+
+/// The next command deadline is kept as a lower bound, not found by a walk over every command
+/// in flight: after the oldest command finishes, the session may wake early, but that wake
+/// aborts nothing, and it then reports the true deadline of the command still running, which
+/// does time out when it is due.
+#[test]
+fn a_stale_command_deadline_wakes_early_and_aborts_nothing() {
+    let config = SessionConfig {
+        noop_interval: Duration::ZERO,
+        ..SessionConfig::default()
+    };
+    let timeout = config.command_timeout;
+    let mut sim = Sim::new(config, negotiated(8192, true, false));
+    let first = sim.read(512);
+    let first_cmd = sim.commands();
+    let start = sim.now;
+    sim.now += Duration::from_secs(10);
+    let second = sim.read(512);
+    let _ = sim.commands();
+    assert_eq!(sim.session.poll_timeout(), Some(start + timeout));
+
+    let done = sim.target.data_in(first_cmd[0].itt, 0, 0, &[7; 512], true);
+    sim.feed(done);
+    assert_eq!(only_ok(sim.completions())[0].0, first);
+
+    // Early wake at the first command's old deadline: nothing is aborted.
+    sim.run_to_timeout();
+    assert_eq!(sim.now, start + timeout);
+    assert!(sim.sent().is_empty(), "an early wake sent something");
+    assert_eq!(
+        sim.session.poll_timeout(),
+        Some(start + Duration::from_secs(10) + timeout)
+    );
+
+    // At the second command's own deadline, it is aborted.
+    sim.run_to_timeout();
+    let aborts: Vec<_> = sim.sent_of(|p| match p {
+        Pdu::TaskMgmtRequest(t) => Some(t),
+        _ => None,
+    });
+    assert_eq!(aborts.len(), 1, "the running command was not aborted");
+    assert_eq!(sim.session.outstanding(), 1);
+    let _ = second;
+}
