@@ -31,6 +31,13 @@ const MAX_HEADER: usize = BHS_LEN + 255 * 4 + DIGEST_LEN;
 const READ_BUDGET: usize = 1 << 20;
 /// Buffers per vectored write.
 const MAX_IOV: usize = 64;
+/// Bytes asked of the socket at once when reading ahead.
+const READ_AHEAD: usize = 64 * 1024;
+/// A Data-In segment at least this long is worth landing straight from the socket; after
+/// one, headers are read exactly (no read-ahead) for [`EXACT_AFTER_LARGE`] PDUs.
+const LARGE_SEGMENT: usize = 16 * 1024;
+/// PDUs read exactly after a large Data-In segment.
+const EXACT_AFTER_LARGE: u32 = 64;
 
 /// What the next inbound bytes are.
 #[derive(Debug)]
@@ -71,8 +78,15 @@ pub(crate) struct Link {
     stream: TcpStream,
     codec: Codec,
     counters: Arc<Counters>,
-    /// Bytes read during login beyond its last PDU, consumed before the socket.
+    /// Bytes read ahead of the PDU being taken in (and, at first, bytes read during login
+    /// beyond its last PDU), consumed before the socket.
     leftover: BytesMut,
+    /// PDUs still to be read exactly, header by header, because a large Data-In segment was
+    /// seen lately: those land straight from the socket in their command's buffer, with no
+    /// copy. While it is 0, a header is read together with whatever follows it (up to
+    /// [`READ_AHEAD`]), so small PDUs — 4 KiB reads, SCSI Responses to writes, R2Ts — come
+    /// many to a system call, at the price of copying their (small) data once.
+    exact: u32,
     inbound: Inbound,
     head: Box<[u8; MAX_HEADER]>,
     rest: BytesMut,
@@ -108,6 +122,7 @@ impl Link {
             codec,
             counters,
             leftover,
+            exact: 0,
             inbound: Inbound::Header {
                 have: 0,
                 need: BHS_LEN,
@@ -175,6 +190,17 @@ impl Link {
     ) -> Result<Option<usize>, ConnectionFailure> {
         match &mut self.inbound {
             Inbound::Header { have, need } => {
+                if self.leftover.is_empty() && self.exact == 0 {
+                    // Read ahead: the header and whatever follows it.
+                    self.leftover.reserve(READ_AHEAD);
+                    match self.stream.try_read_buf(&mut self.leftover) {
+                        Ok(0) => return Err(ConnectionFailure::Closed),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Some(0)),
+                        Err(_) => return Err(ConnectionFailure::Io),
+                    }
+                }
                 let Some(n) = fill(
                     &self.stream,
                     &mut self.leftover,
@@ -289,6 +315,11 @@ impl Link {
             .map_err(ConnectionFailure::Decode)?
             .ok_or(framing())?;
         let ahs = head.get(info.ahs_range()).ok_or(framing())?;
+        if info.opcode == Opcode::DATA_IN && info.data_len >= LARGE_SEGMENT {
+            self.exact = EXACT_AFTER_LARGE;
+        } else {
+            self.exact = self.exact.saturating_sub(1);
+        }
         if info.opcode == Opcode::DATA_IN && info.data_len > 0 {
             let Pdu::DataIn(header) = Pdu::parse_header(&info.bhs, ahs).map_err(invalid)? else {
                 return Err(framing());
