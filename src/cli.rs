@@ -65,6 +65,13 @@ pub struct Global {
     #[arg(long, global = true, value_name = "SECS", default_value = "15",
           value_parser = crate::cmd::session::parse_login_timeout)]
     pub login_timeout: std::time::Duration,
+    /// Threads that drive sessions and NBD connections. 1 (the default) runs everything on
+    /// one thread, which is the cheapest per byte: each path's socket is served by one
+    /// driver anyway, and wake-ups stay on one CPU. More spreads the paths of a multipath
+    /// device and the NBD connections over that many threads, for many fast paths.
+    #[arg(long, global = true, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -130,7 +130,7 @@ pub fn run(global: &Global, args: BenchArgs) -> Result<ExitCode, Failure> {
         disk_options.queue_depth = disk_options.queue_depth.max(args.qd).min(MAX_SESSION_DEPTH);
     }
     let quiet = global.quiet;
-    let rt = super::runtime()?;
+    let rt = super::runtime(global)?;
     rt.block_on(async {
         let disk = Arc::new(
             ctx.open_paths(

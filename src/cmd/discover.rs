@@ -36,7 +36,7 @@ pub struct DiscoverArgs {
 /// Runs `sanshim discover`.
 pub fn run(global: &Global, args: DiscoverArgs) -> Result<ExitCode, Failure> {
     let ctx = Context::new(global)?;
-    let rt = super::runtime()?;
+    let rt = super::runtime(global)?;
     let mut portals = Vec::new();
     let mut path = 0u32;
     for p in &args.portals {

@@ -102,7 +102,7 @@ pub fn run(global: &Global, args: ExportArgs) -> Result<ExitCode, Failure> {
     };
     let options = args.disk.options(args.read_only);
     let config = args.paths.config(args.disk.replacement_timeout);
-    let rt = super::runtime()?;
+    let rt = super::runtime(global)?;
     rt.block_on(async {
         let disk = Arc::new(
             ctx.open_paths(&args.urls, &urls, &options, config, "export")

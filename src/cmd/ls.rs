@@ -33,7 +33,7 @@ pub struct LsArgs {
 /// Runs `sanshim ls`.
 pub fn run(global: &Global, args: LsArgs) -> Result<ExitCode, Failure> {
     let ctx = Context::new(global)?;
-    let rt = super::runtime()?;
+    let rt = super::runtime(global)?;
     let mut luns = Vec::new();
     for (path, s) in args.urls.iter().enumerate() {
         let (url, wanted) = parse_url(s, true)?;

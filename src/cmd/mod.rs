@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use anyhow::anyhow;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Global};
 use crate::exit::Failure;
 
 /// Runs the command the user chose.
@@ -31,9 +31,19 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
     }
 }
 
-/// The tokio runtime commands drive sessions on.
-pub fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    tokio::runtime::Builder::new_multi_thread()
+/// The tokio runtime commands drive sessions on: one thread unless `--threads` asks for
+/// more (blocking work, such as the kernel's NBD_DO_IT, runs on tokio's blocking pool
+/// either way).
+pub fn runtime(global: &Global) -> Result<tokio::runtime::Runtime, Failure> {
+    let mut builder = match global.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
+    };
+    builder
         .enable_all()
         .build()
         .map_err(|e| Failure::from(anyhow!("cannot start the async runtime: {e}")))

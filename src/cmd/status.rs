@@ -51,9 +51,9 @@ pub struct Status<'a> {
 }
 
 /// Runs `sanshim status`.
-pub fn run(_global: &Global, args: StatusArgs) -> Result<ExitCode, Failure> {
+pub fn run(global: &Global, args: StatusArgs) -> Result<ExitCode, Failure> {
     let socket = resolve(args.target.as_deref())?;
-    let rt = super::runtime()?;
+    let rt = super::runtime(global)?;
     let doc = rt.block_on(fetch(&socket))?;
     if args.json {
         println!("{doc}");

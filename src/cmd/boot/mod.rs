@@ -150,7 +150,7 @@ pub fn run(global: &Global, args: BootArgs) -> Result<ExitCode, Failure> {
     // does not exist yet closes the connection, which the login layer would otherwise retry
     // quietly for a minute).
     ctx.policy.busy_retries = 0;
-    let rt = super::runtime()?;
+    let rt = super::runtime(global)?;
     if args.dry_run {
         return rt.block_on(dry_run(&ctx, &args, plan, &nics, &source));
     }
