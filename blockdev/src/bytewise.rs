@@ -96,11 +96,30 @@ impl<D: BlockDevice> Bytewise<D> {
     /// # Errors
     /// [`ErrorKind::OutOfRange`] past the end; any error of the device.
     pub async fn read(&self, offset: u64, len: usize) -> Result<BytesMut, BlockError> {
+        self.read_into(offset, len, BytesMut::zeroed).await
+    }
+
+    /// As [`Bytewise::read`], with the buffer of an aligned read (`len` bytes, their old
+    /// contents overwritten on success; one of another length is replaced) from `buffer`, so that a caller may reuse its
+    /// buffers instead of zero-filling fresh ones for every read.
+    ///
+    /// # Errors
+    /// As [`Bytewise::read`].
+    pub async fn read_into(
+        &self,
+        offset: u64,
+        len: usize,
+        buffer: impl FnOnce(usize) -> BytesMut,
+    ) -> Result<BytesMut, BlockError> {
         let Some(s) = self.span(offset, len)? else {
             return Ok(BytesMut::new());
         };
         if s.aligned() {
-            return split::read(&self.device, s.first, BytesMut::zeroed(len)).await;
+            let buf = match buffer(len) {
+                b if b.len() == len => b,
+                _ => BytesMut::zeroed(len),
+            };
+            return split::read(&self.device, s.first, buf).await;
         }
         // Boxed, as the other unaligned paths below: a rare path must not grow the future of
         // every request (tokio boxes a spawned future past 2 KiB in debug builds, 16 KiB in

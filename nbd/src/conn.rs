@@ -23,6 +23,7 @@ use zerocopy::IntoBytes;
 use crate::Config;
 use crate::execute::{Payload, execute};
 use crate::negotiate::{ExportParams, MAX_OPTION_DATA, Negotiation, NegotiationError, Step};
+use crate::pool::BufferPool;
 use crate::request::{Action, Checked, Refusal, Session, check};
 use crate::server::Shutdown;
 use crate::wire::{
@@ -199,11 +200,13 @@ where
 {
     let (mut rd, wr) = tokio::io::split(stream);
     let (tx, rx) = mpsc::unbounded_channel();
+    let pool = Arc::new(BufferPool::default());
     let writer = tokio::spawn(write_replies(
         wr,
         rx,
         Arc::clone(&target.counters),
         config.reply_timeout,
+        Arc::clone(&pool),
     ));
     let slots = config.max_inflight_requests.max(1);
     let mut reader = Reader {
@@ -217,6 +220,7 @@ where
         bytes: Arc::new(Semaphore::new(config.connection_buffer_bytes as usize)),
         idle_timeout: target.idle_timeout,
         tx,
+        pool,
     };
     let all_slots = Arc::clone(&reader.slots);
     // Ends when the writer does (a client that stopped taking replies, a broken socket), so
@@ -255,6 +259,7 @@ struct Reader<D> {
     bytes: Arc<Semaphore>,
     idle_timeout: Option<Duration>,
     tx: mpsc::UnboundedSender<Outgoing>,
+    pool: Arc<BufferPool>,
 }
 
 impl<D: BlockDevice + 'static> Reader<D> {
@@ -334,6 +339,7 @@ impl<D: BlockDevice + 'static> Reader<D> {
             Arc::clone(&self.device),
             self.tx.clone(),
             self.session.structured,
+            Arc::clone(&self.pool),
         ));
         Ok(())
     }
@@ -355,6 +361,7 @@ async fn run<D: BlockDevice>(
     device: Arc<Bytewise<D>>,
     tx: mpsc::UnboundedSender<Outgoing>,
     structured: bool,
+    pool: Arc<BufferPool>,
 ) {
     let Job {
         checked,
@@ -363,7 +370,7 @@ async fn run<D: BlockDevice>(
         ticket,
         _task,
     } = job;
-    let result = execute(&device, action, payload).await;
+    let result = execute(&device, action, payload, &pool).await;
     let out = match (result, action) {
         (Ok(buf), Action::Read { offset, length }) => {
             let head = read_reply(checked.cookie, offset, length, structured);
@@ -514,13 +521,14 @@ async fn write_replies<W: AsyncWrite + Unpin>(
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     counters: Arc<Counters>,
     limit: Duration,
+    pool: Arc<BufferPool>,
 ) -> io::Result<()> {
     // Each write gets `limit` to go out: a client that stops reading replies would otherwise
     // hold the connection (and a graceful shutdown) forever.
     let mut batch: Vec<u8> = Vec::with_capacity(BATCH_BYTES);
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
-        while let Some(out) = next.take() {
+        while let Some(mut out) = next.take() {
             let data = out.data.as_deref().unwrap_or_default();
             batch.extend_from_slice(out.head.bytes());
             if data.len() <= COPY_LIMIT {
@@ -535,6 +543,10 @@ async fn write_replies<W: AsyncWrite + Unpin>(
                 let mut reply = Buf::chain(&batch[..], data);
                 within(limit, wr.write_all_buf(&mut reply)).await?;
                 batch.clear();
+            }
+            // The data is out (or copied): its buffer serves a later read.
+            if let Some(data) = out.data.take() {
+                pool.give(data);
             }
             drop(out);
             if batch.len() >= BATCH_BYTES {

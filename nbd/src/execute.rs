@@ -8,6 +8,7 @@
 use bytes::{Bytes, BytesMut};
 use sanshim_blockdev::{BlockDevice, BlockError, Bytewise};
 
+use crate::pool::BufferPool;
 use crate::request::Action;
 
 /// What a request carries in.
@@ -18,8 +19,8 @@ pub(crate) enum Payload {
     Write(Bytes),
 }
 
-/// Runs `action` with its payload; a read returns its data. Ranges are inside the export
-/// ([`crate::request::check`]).
+/// Runs `action` with its payload; a read returns its data, in a buffer from `pool` when the
+/// read is aligned. Ranges are inside the export ([`crate::request::check`]).
 ///
 /// # Errors
 /// The first [`BlockError`] of the device; earlier pieces of a split request stay done.
@@ -27,9 +28,13 @@ pub(crate) async fn execute<D: BlockDevice>(
     dev: &Bytewise<D>,
     action: Action,
     payload: Payload,
+    pool: &BufferPool,
 ) -> Result<Option<BytesMut>, BlockError> {
     match (action, payload) {
-        (Action::Read { offset, length }, _) => dev.read(offset, length as usize).await.map(Some),
+        (Action::Read { offset, length }, _) => dev
+            .read_into(offset, length as usize, |len| pool.take(len))
+            .await
+            .map(Some),
         (Action::Write { offset, fua, .. }, Payload::Write(data)) => {
             dev.write(offset, data, fua).await.map(|()| None)
         }

@@ -28,6 +28,7 @@ pub mod fuzzing;
 pub mod kernel;
 mod listen;
 pub mod negotiate;
+mod pool;
 pub mod request;
 mod server;
 pub mod wire;
