@@ -58,6 +58,8 @@ pub fn session(c: &mut Criterion) {
     let mut group = c.benchmark_group("session_1m");
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
+    // Ten runs of about 0.3 s each, and room for a slower machine.
+    group.measurement_time(Duration::from_secs(8));
     group.throughput(Throughput::Elements(MILLION));
     let mut rig = Loop::new(false, 32);
     group.bench_function("read_4k_qd32", |b| {
