@@ -568,3 +568,88 @@ async fn fast_zeroing_is_write_same_or_nothing() {
     );
     disk.close().await.unwrap();
 }
+
+/// Small Data-In PDUs are read ahead, several to a system call, their data copied once from
+/// the read-ahead buffer; after a large Data-In the link reads exactly again, and large
+/// segments land straight from the socket in the caller's buffer. Every read returns the
+/// right bytes either way, also when small and large reads are mixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_reads_are_read_ahead_and_large_ones_land_without_a_copy() {
+    let target = fake(TargetConfig::default());
+    let data: Vec<u8> = (0..4u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    target.fill(0, &data);
+    let disk = std::sync::Arc::new(open(&target, DiskOptions::default()).await);
+    let session = disk.session().clone();
+    let read = |lba: u64, len: usize| {
+        let disk = std::sync::Arc::clone(&disk);
+        let want = data[lba as usize * 512..lba as usize * 512 + len].to_vec();
+        async move {
+            let got = disk.read(lba, BytesMut::zeroed(len)).await.unwrap();
+            assert!(got[..] == want[..], "wrong bytes at LBA {lba}, {len} bytes");
+        }
+    };
+    let batch = |ops: Vec<(u64, usize)>| {
+        let futures: Vec<_> = ops.into_iter().map(|(lba, len)| read(lba, len)).collect();
+        futures_join(futures)
+    };
+
+    // 4 KiB reads, 16 at a time: read ahead, so their data is copied once.
+    let s0 = session.stats();
+    for round in 0..16u64 {
+        batch(
+            (0..16u64)
+                .map(|i| ((round * 16 + i) * 8 % 8184, 4096))
+                .collect(),
+        )
+        .await;
+    }
+    let s1 = session.stats();
+    assert!(
+        s1.copied_bytes - s0.copied_bytes > 0,
+        "4 KiB reads were not read ahead"
+    );
+
+    // 128 KiB reads: once the link has seen one, the rest land with no copy.
+    for i in 0..4u64 {
+        read(i * 256, 128 << 10).await;
+    }
+    let s2 = session.stats();
+    for round in 0..8u64 {
+        batch(
+            (0..4u64)
+                .map(|i| (((round * 4 + i) * 256) % 7936, 128 << 10))
+                .collect(),
+        )
+        .await;
+    }
+    let s3 = session.stats();
+    assert_eq!(
+        s3.copied_bytes, s2.copied_bytes,
+        "a large Data-In was copied"
+    );
+    assert_eq!(s3.landed_bytes - s2.landed_bytes, 32 * (128 << 10));
+
+    // Mixed: small ones among large ones, all right.
+    for round in 0..8u64 {
+        let mut ops: Vec<(u64, usize)> = (0..6u64)
+            .map(|i| ((round * 97 + i * 13) % 8000, 4096))
+            .collect();
+        ops.push(((round * 256) % 7936, 128 << 10));
+        ops.push(((round * 311) % 8000, 512));
+        batch(ops).await;
+    }
+    match std::sync::Arc::try_unwrap(disk) {
+        Ok(disk) => disk.close().await.unwrap(),
+        Err(_) => panic!("the disk is still shared"),
+    }
+}
+
+/// Runs the futures concurrently to their ends.
+async fn futures_join<F: std::future::Future<Output = ()> + Send + 'static>(futures: Vec<F>) {
+    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+}

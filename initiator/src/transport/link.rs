@@ -3,10 +3,13 @@
 //! socket takes at once, so timers and new requests are served even when the peer stops in
 //! the middle of a PDU.
 //!
-//! Inbound, each PDU is read in exact pieces: the header (BHS, AHS, header digest) into a
-//! small array; a Data-In's data segment straight into its command's buffer (the only copy is
-//! the kernel's, and the CRC32C data digest is computed over the landed bytes); any other
-//! PDU's data segment into a buffer of its own, decoded by [`Codec::decode`]. Outbound, PDUs
+//! Inbound, after a large Data-In each PDU is read in exact pieces: the header (BHS, AHS,
+//! header digest) into a small array; a Data-In's data segment straight into its command's
+//! buffer (the only copy is the kernel's, and the CRC32C data digest is computed over the
+//! landed bytes); any other PDU's data segment into a buffer of its own, decoded by
+//! [`Codec::decode`]. While only small PDUs come, headers are read together with what follows
+//! them (read-ahead), so many PDUs come to one system call and their small data segments are
+//! copied once. Outbound, PDUs
 //! are queued as headers and trailers in one reused buffer and data segments shared with the
 //! caller's buffer, and written with vectored writes.
 
