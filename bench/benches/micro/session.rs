@@ -7,9 +7,10 @@
 //!
 //! Before measuring, each variant runs 1,000,000 commands once, checks that all of them
 //! completed with GOOD (and the data of the first ones), and prints the rate by the wall clock
-//! and by the time the thread was on a CPU (the machine may be shared). `session_1m` measures such runs with criterion.
-//! `poll_timeout` is measured apart: the driver calls it once per wake-up, not per command,
-//! and it looks at every command in flight.
+//! and by the time the thread was on a CPU (the machine may be shared). `session_1m` measures
+//! such runs with criterion. `poll_timeout` is measured apart: the driver calls it once per
+//! wake-up, not per command; at queue depth 32 and 128 alike, as it must not walk the
+//! commands in flight (it did before: 81 ns at 32, 332 ns at 128).
 
 use std::collections::VecDeque;
 use std::hint::black_box;
