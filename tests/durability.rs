@@ -12,12 +12,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
+use common::export::{Export, PATIENCE};
 use common::nbd_client::NbdClient;
 use sanshim_initiator::wire::ScsiStatus;
 use sanshim_testbed::{Event, FakeTarget, Rule, TargetConfig};
@@ -26,9 +24,6 @@ const IQN: &str = "iqn.2026-12.test.sanshim:durable";
 const NAME: &str = "durable";
 const WRITE16: u8 = 0x8a;
 const SYNC16: u8 = 0x91;
-/// How long a test waits for a condition before it fails.
-const PATIENCE: Duration = Duration::from_secs(30);
-
 fn target(dpofua: bool) -> FakeTarget {
     FakeTarget::start(TargetConfig {
         iqn: IQN.into(),
@@ -38,67 +33,19 @@ fn target(dpofua: bool) -> FakeTarget {
     })
 }
 
-/// A running `sanshim -v export` of LUN 1 of `target` on `DIR/nbd.sock`.
-struct Export {
-    child: Child,
-    socket: PathBuf,
-    log: PathBuf,
-}
-
-impl Export {
-    fn start(target: &FakeTarget, dir: &Path) -> Export {
-        let (socket, log) = (dir.join("nbd.sock"), dir.join("export.log"));
-        let mut child = common::sanshim()
-            .args(["-v", "export", "--name", NAME])
-            .arg(format!("iscsi://{}/{IQN}/1", target.portal()))
-            .arg("--listen")
-            .arg(format!("unix:{}", socket.display()))
-            .arg("--control")
-            .arg(dir.join("export.ctl"))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let _ = tx.send(line);
-            }
-        });
-        let export = Export { child, socket, log };
-        if !matches!(rx.recv_timeout(PATIENCE), Ok(Ok(_))) {
-            panic!("no URI line from sanshim export:\n{}", export.log());
-        }
-        export
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, signal: &str) {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args([signal, &pid]).status().unwrap();
-        assert!(sent.success(), "kill {signal} {pid}");
-    }
-
-    /// Waits for the exit status.
-    fn wait(&mut self) -> ExitStatus {
-        assert!(
-            wait_until(|| self.child.try_wait().unwrap().is_some()),
-            "sanshim export did not exit:\n{}",
-            self.log()
-        );
-        self.child.wait().unwrap()
-    }
-}
-
-impl Drop for Export {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `sanshim -v export` of LUN 1 of `target` on `DIR/nbd.sock`; returns it and the socket.
+fn start_export(target: &FakeTarget, dir: &Path) -> (Export, PathBuf) {
+    let socket = dir.join("nbd.sock");
+    let args = [
+        "--name".to_owned(),
+        NAME.to_owned(),
+        format!("iscsi://{}/{IQN}/1", target.portal()),
+        "--listen".to_owned(),
+        format!("unix:{}", socket.display()),
+        "--control".to_owned(),
+        dir.join("export.ctl").display().to_string(),
+    ];
+    (Export::start(args, &dir.join("export.log")), socket)
 }
 
 /// Polls `f` every 10 ms until it holds or [`PATIENCE`] is spent.
@@ -134,8 +81,8 @@ fn sigterm_drains_writes_then_flushes_and_logs_out() {
     const WRITES: u64 = 4;
     let target = target(true);
     let dir = tempfile::tempdir().unwrap();
-    let mut export = Export::start(&target, dir.path());
-    let mut client = NbdClient::connect(&export.socket, NAME);
+    let (mut export, socket) = start_export(&target, dir.path());
+    let mut client = NbdClient::connect(&socket, NAME);
 
     target.script(Rule::Hold {
         opcode: WRITE16,
@@ -205,8 +152,8 @@ fn sigterm_drains_writes_then_flushes_and_logs_out() {
 fn fua_fallback_writes_then_synchronizes_before_the_reply() {
     let target = target(false);
     let dir = tempfile::tempdir().unwrap();
-    let mut export = Export::start(&target, dir.path());
-    let mut client = NbdClient::connect(&export.socket, NAME);
+    let (mut export, socket) = start_export(&target, dir.path());
+    let mut client = NbdClient::connect(&socket, NAME);
     assert_ne!(
         client.flags & sanshim_nbd::wire::transmission_flags::SEND_FUA,
         0,

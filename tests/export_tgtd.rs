@@ -7,13 +7,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::{Child, Command};
+use std::time::Instant;
 
 use common::data::{random_bytes, sha256_file, sha256_hex};
+use common::export::Export;
 use common::tgtd::Tgtd;
 
 const IQN: &str = "iqn.2026-11.test.sanshim:export";
@@ -30,7 +29,7 @@ fn export_serves_nbd_clients_and_flushes_on_sigterm() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let export = Export::start(&url(&tgtd, 1), dir.path(), &[]);
+    let export = start_export(&url(&tgtd, 1), dir.path(), &[]);
     let uri = export.uri.clone();
     assert_eq!(
         uri,
@@ -138,7 +137,7 @@ fn export_read_only_refuses_writes() {
     // LUN 1 read-only by request, LUN 2 because the target write-protects it.
     for (lun, flags) in [(1, &["--read-only"][..]), (2, &[][..])] {
         let sub = dir.path().join(format!("lun{lun}"));
-        let export = Export::start(&url(&tgtd, lun), &sub, flags);
+        let export = start_export(&url(&tgtd, lun), &sub, flags);
         let info = output(Command::new(&nbdinfo).args(["--json", &export.uri]));
         let info: serde_json::Value = serde_json::from_str(&info).unwrap();
         assert_eq!(
@@ -173,7 +172,7 @@ fn export_checks_that_paths_lead_to_one_lu() {
     };
     let dir = tempfile::tempdir().unwrap();
     // Two sessions to the same LU: accepted, the first path serves.
-    let export = Export::start(&url(&tgtd, 1), dir.path(), &[&url(&tgtd, 1)]);
+    let export = start_export(&url(&tgtd, 1), dir.path(), &[&url(&tgtd, 1)]);
     assert_eq!(export.stop().code(), Some(0));
     // Two different LUs: refused, naming both identities.
     let out = common::run(
@@ -230,7 +229,7 @@ fn export_serves_unaligned_clients_on_4k_and_512_byte_luns() {
         tgtd.add_target(1, IQN);
         let backing = tgtd.add_file_lun_with_block_size(1, 1, LUN_SIZE as u64, Some(block_size));
         let dir = tempfile::tempdir().unwrap();
-        let export = Export::start(&url(&tgtd, 1), dir.path(), &[]);
+        let export = start_export(&url(&tgtd, 1), dir.path(), &[]);
         let uri = export.uri.clone();
         let info = output(Command::new(&nbdinfo).args(["--json", &uri]));
         let info: serde_json::Value = serde_json::from_str(&info).unwrap();
@@ -302,73 +301,16 @@ fn url(tgtd: &Tgtd, lun: u32) -> String {
     format!("iscsi://{}/{IQN}/{lun}", tgtd.portal())
 }
 
-/// A running `sanshim export` on a unix socket `DIR/nbd.sock`.
-struct Export {
-    child: Child,
-    uri: String,
-    stderr: PathBuf,
-}
-
-impl Export {
-    /// Starts the export of `url` (plus `extra` arguments) and waits for its URI line.
-    fn start(url: &str, dir: &Path, extra: &[&str]) -> Export {
-        std::fs::create_dir_all(dir).unwrap();
-        let stderr = dir.join("export.log");
-        let mut child = common::sanshim()
-            .args(["-v", "export", url])
-            .args(extra)
-            .arg("--listen")
-            .arg(format!("unix:{}", dir.join("nbd.sock").display()))
-            .stdout(Stdio::piped())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let _ = tx.send(line);
-            }
-        });
-        let uri = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(line)) => line,
-            other => {
-                let _ = child.kill();
-                panic!(
-                    "no URI line from sanshim export ({other:?}); stderr:\n{}",
-                    std::fs::read_to_string(&stderr).unwrap_or_default()
-                );
-            }
-        };
-        Export { child, uri, stderr }
-    }
-
-    /// SIGTERM, then the exit status (SIGKILL and a panic after 30 s).
-    fn stop(mut self) -> ExitStatus {
-        let pid = self.child.id().to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(killed.success(), "kill -TERM {pid}");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-                eprintln!("sanshim export stderr:\n{log}");
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("sanshim export did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Export {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts the export of `url` (plus `extra` arguments) on a unix socket `DIR/nbd.sock` and
+/// waits for its URI line.
+fn start_export(url: &str, dir: &Path, extra: &[&str]) -> Export {
+    std::fs::create_dir_all(dir).unwrap();
+    let socket = format!("unix:{}", dir.join("nbd.sock").display());
+    let args = [url]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .chain(["--listen", &socket]);
+    Export::start(args, &dir.join("export.log"))
 }
 
 /// Runs a command, panicking with its output unless it succeeds; returns stdout.

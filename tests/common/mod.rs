@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod data;
+pub mod export;
 pub mod mock_portal;
 pub mod nbd_client;
 pub mod netns;
