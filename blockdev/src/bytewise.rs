@@ -100,8 +100,8 @@ impl<D: BlockDevice> Bytewise<D> {
     }
 
     /// As [`Bytewise::read`], with the buffer of an aligned read (`len` bytes, their old
-    /// contents overwritten on success; one of another length is replaced) from `buffer`, so that a caller may reuse its
-    /// buffers instead of zero-filling fresh ones for every read.
+    /// contents overwritten on success; one of another length is replaced) from `buffer`, so
+    /// that a caller may reuse its buffers instead of zero-filling fresh ones for every read.
     ///
     /// # Errors
     /// As [`Bytewise::read`].

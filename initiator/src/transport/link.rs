@@ -9,9 +9,8 @@
 //! landed bytes); any other PDU's data segment into a buffer of its own, decoded by
 //! [`Codec::decode`]. While only small PDUs come, headers are read together with what follows
 //! them (read-ahead), so many PDUs come to one system call and their small data segments are
-//! copied once. Outbound, PDUs
-//! are queued as headers and trailers in one reused buffer and data segments shared with the
-//! caller's buffer, and written with vectored writes.
+//! copied once. Outbound, PDUs are queued as headers and trailers in one reused buffer and
+//! data segments shared with the caller's buffer, and written with vectored writes.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
@@ -196,12 +195,9 @@ impl Link {
                 if self.leftover.is_empty() && self.exact == 0 {
                     // Read ahead: the header and whatever follows it.
                     self.leftover.reserve(READ_AHEAD);
-                    match self.stream.try_read_buf(&mut self.leftover) {
-                        Ok(0) => return Err(ConnectionFailure::Closed),
-                        Ok(_) => {}
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Some(0)),
-                        Err(_) => return Err(ConnectionFailure::Io),
+                    match received(self.stream.try_read_buf(&mut self.leftover))? {
+                        Some(n) if n > 0 => {}
+                        nothing => return Ok(nothing),
                     }
                 }
                 let Some(n) = fill(
@@ -487,7 +483,13 @@ fn fill(
         leftover.advance(n);
         return Ok(Some(n));
     }
-    match stream.try_read(dst) {
+    received(stream.try_read(dst))
+}
+
+/// What a non-blocking read of the socket came to: `Some(n)` bytes (0 when interrupted),
+/// `None` when it has nothing now; end of stream and errors fail the connection.
+fn received(read: io::Result<usize>) -> Result<Option<usize>, ConnectionFailure> {
+    match read {
         Ok(0) => Err(ConnectionFailure::Closed),
         Ok(n) => Ok(Some(n)),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
